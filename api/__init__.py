@@ -1,0 +1,1 @@
+"""FastAPI: REST and WebSocket candle API, health and metrics."""

@@ -1,0 +1,1 @@
+"""Embedded infrastructure and the factories every entrypoint uses to reach Kafka and ClickHouse."""

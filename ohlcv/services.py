@@ -1,0 +1,90 @@
+"""The long-running services of one process, started and stopped together.
+
+Each service is a thread (API server, sources) or the main-thread loop (topologies). They are
+started in dependency order and stopped in reverse; a failure of any one stops the rest.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import threading
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+
+from ohlcv.infra.broker import free_port
+from ohlcv.runtime import Stack
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class Services:
+    stack: Stack
+    threads: list[threading.Thread] = field(default_factory=list)
+    stoppers: list[Callable[[], None]] = field(default_factory=list)
+    main_loop: Callable[[threading.Event], None] | None = None
+    failed: list[BaseException] = field(default_factory=list)
+
+    def spawn(self, name: str, target: Callable[[], None], stopper: Callable[[], None]) -> None:
+        def _run() -> None:
+            try:
+                target()
+            except BaseException as exc:
+                logger.exception("service %s failed", name)
+                self.failed.append(exc)
+
+        t = threading.Thread(target=_run, name=name, daemon=True)
+        t.start()
+        self.threads.append(t)
+        self.stoppers.append(stopper)
+
+    def run_until(self, stop: threading.Event) -> None:
+        if self.main_loop is not None:
+            self.main_loop(stop)
+        else:
+            while not stop.wait(0.5):
+                if self.failed:
+                    break
+        if self.failed:
+            raise self.failed[0]
+
+    def stop_all(self) -> None:
+        for stopper in reversed(self.stoppers):
+            with contextlib.suppress(Exception):
+                stopper()
+        for t in reversed(self.threads):
+            t.join(timeout=10)
+
+
+def _start_api(services: Services) -> None:
+    import uvicorn
+
+    from api.main import create_app
+
+    settings = services.stack.settings
+    port = settings.api_port or free_port()
+    config = uvicorn.Config(
+        create_app(settings, broker_address=services.stack.broker_address),
+        host=settings.api_host,
+        port=port,
+        log_level="warning",
+        lifespan="on",
+    )
+    server = uvicorn.Server(config)
+
+    def _stop() -> None:
+        server.should_exit = True
+
+    services.spawn("api", server.run, _stop)
+    services.stack.api_url = f"http://{settings.api_host}:{port}"
+
+
+@contextlib.contextmanager
+def start_services(stack: Stack, *, demo: bool, stop: threading.Event) -> Iterator[Services]:
+    services = Services(stack=stack)
+    try:
+        _start_api(services)
+        yield services
+    finally:
+        services.stop_all()

@@ -1,0 +1,159 @@
+"""The one Settings class, read from the environment and ``.env``.
+
+Names follow the original system where they fit (API_KEY, INGESTION_ENABLED, SYMBOL, INTERVAL);
+SYMBOLS and INTERVALS serve many streams (comma-separated), SYMBOL/INTERVAL still work as single
+values. Built only by entrypoints (``load_settings``); components take explicit arguments.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+from ohlcv.errors import ConfigError
+from schemas.intervals import BINANCE_INTERVALS, interval_ms
+
+CSV = Annotated[list[str], NoDecode]
+_SYMBOL = re.compile(r"^[A-Z0-9]{2,30}$")
+
+
+def _split(v: Any) -> Any:
+    if isinstance(v, str):
+        return [p.strip() for p in v.split(",") if p.strip()]
+    return v
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_file=".env", env_file_encoding="utf-8", extra="ignore", frozen=True
+    )
+
+    # --- what we serve -------------------------------------------------------------------
+    symbols: CSV = Field(default_factory=lambda: ["XRPUSDT"], description="SYMBOLS")
+    symbol: str | None = Field(default=None, description="SYMBOL (single, original name)")
+    intervals: CSV = Field(default_factory=lambda: ["1m"], description="INTERVALS ingested")
+    interval: str | None = Field(default=None, description="INTERVAL (single, original name)")
+    resample_intervals: CSV = Field(
+        default_factory=lambda: ["5m", "15m", "1h", "4h", "1d"],
+        description="RESAMPLE_INTERVALS built from closed 1m candles",
+    )
+
+    # --- infrastructure ------------------------------------------------------------------
+    data_dir: Path = Path(".data")
+    kafka_broker_address: str = Field(default="", description="empty: start the embedded broker")
+    kafka_consumer_group: str = "ohlcv-candles"
+    processing_guarantee: Literal["at-least-once", "exactly-once"] = "at-least-once"
+    clickhouse_url: str = Field(default="", description="empty: chdb under DATA_DIR")
+
+    # --- Binance -------------------------------------------------------------------------
+    ingestion_enabled: bool = False
+    binance_market: Literal["spot", "usdm"] = "spot"
+    binance_spot_ws_url: str = "wss://stream.binance.com:9443"
+    binance_usdm_ws_url: str = "wss://fstream.binance.com"
+    binance_spot_rest_url: str = "https://api.binance.com"
+    binance_usdm_rest_url: str = "https://fapi.binance.com"
+
+    # --- API -----------------------------------------------------------------------------
+    api_key: SecretStr = SecretStr("dev-key")
+    api_host: str = "127.0.0.1"
+    api_port: int = Field(default=8000, ge=0, le=65535)
+    health_max_ingestion_lag_sec: float = Field(default=120.0, gt=0)
+
+    @field_validator("symbols", "intervals", "resample_intervals", mode="before")
+    @classmethod
+    def _csv(cls, v: Any) -> Any:
+        return _split(v)
+
+    @model_validator(mode="after")
+    def _single_values_and_checks(self) -> Settings:
+        # SYMBOL / INTERVAL (the original single-stream names) win only when the list form
+        # was not given; frozen model, so set through object.__setattr__.
+        if self.symbol and "symbols" not in self.model_fields_set:
+            object.__setattr__(self, "symbols", [self.symbol])
+        if self.interval and "intervals" not in self.model_fields_set:
+            object.__setattr__(self, "intervals", [self.interval])
+        object.__setattr__(self, "symbols", [s.upper() for s in self.symbols])
+        for s in self.symbols:
+            if not _SYMBOL.match(s):
+                raise ValueError(f"SYMBOLS: {s!r} is not a Binance symbol like BTCUSDT")
+        if not self.symbols:
+            raise ValueError("SYMBOLS: at least one symbol is required, e.g. SYMBOLS=BTCUSDT")
+        for name, values in (("INTERVALS", self.intervals), ("RESAMPLE_INTERVALS", self.resample_intervals)):
+            for iv in values:
+                if iv not in BINANCE_INTERVALS:
+                    raise ValueError(
+                        f"{name}: {iv!r} is not a Binance interval; expected some of "
+                        f"{','.join(BINANCE_INTERVALS)}"
+                    )
+        both = set(self.intervals) & set(self.resample_intervals)
+        if both:
+            raise ValueError(
+                f"INTERVALS and RESAMPLE_INTERVALS overlap on {sorted(both)}: an interval is "
+                "either ingested from Binance or built from 1m candles, not both"
+            )
+        if self.resample_intervals and "1m" not in self.intervals:
+            raise ValueError("RESAMPLE_INTERVALS needs 1m in INTERVALS (higher bars are built from 1m)")
+        for iv in self.resample_intervals:
+            if interval_ms(iv) <= 60_000:
+                raise ValueError(f"RESAMPLE_INTERVALS: {iv!r} is not longer than 1m")
+        if self.kafka_broker_address and not re.match(r"^[\w.\-]+:\d+(,[\w.\-]+:\d+)*$", self.kafka_broker_address):
+            raise ValueError(
+                f"KAFKA_BROKER_ADDRESS: {self.kafka_broker_address!r} is not host:port[,host:port]"
+            )
+        url = self.clickhouse_url
+        if url and not re.match(r"^(chdb://|https?://)", url):
+            raise ValueError(
+                f"CLICKHOUSE_URL: {url!r} is neither chdb:///path nor http(s)://user:pass@host:8123/db"
+            )
+        return self
+
+    # --- derived -------------------------------------------------------------------------
+    @property
+    def all_intervals(self) -> list[str]:
+        """Ingested plus resampled intervals, shortest first."""
+        return sorted({*self.intervals, *self.resample_intervals}, key=interval_ms)
+
+    @property
+    def embedded_broker(self) -> bool:
+        return not self.kafka_broker_address
+
+    @property
+    def clickhouse_dsn(self) -> str:
+        return self.clickhouse_url or f"chdb://{(self.data_dir / 'clickhouse').resolve()}"
+
+    @property
+    def state_dir(self) -> Path:
+        return self.data_dir / "state"
+
+    def serves(self, symbol: str, interval: str) -> bool:
+        return symbol in self.symbols and interval in self.all_intervals
+
+
+_ENV_NAMES = {
+    "symbols": "SYMBOLS",
+    "symbol": "SYMBOL",
+    "intervals": "INTERVALS",
+    "interval": "INTERVAL",
+}
+
+
+def load_settings(**overrides: Any) -> Settings:
+    """Build Settings from the environment; invalid values raise ConfigError naming the variable."""
+    try:
+        return Settings(**overrides)
+    except ValidationError as exc:
+        parts = []
+        for err in exc.errors():
+            loc = ".".join(str(p) for p in err["loc"])
+            var = _ENV_NAMES.get(loc, loc.upper()) if loc else ""
+            msg = err["msg"].removeprefix("Value error, ")
+            given = err.get("input")
+            if var and not isinstance(given, dict):
+                parts.append(f"{var}: {msg} (got {given!r})")
+            else:
+                parts.append(msg)
+        raise ConfigError("invalid settings: " + "; ".join(parts)) from exc

@@ -1,0 +1,1 @@
+"""Contracts shared by every room: kline and candle models, events, topics, DDL."""

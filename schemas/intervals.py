@@ -1,0 +1,39 @@
+"""Binance kline intervals and their lengths.
+
+Intervals are Binance's own spellings (``1m``, ``5m``, ``1h``, ``1d`` ...). ``1M`` (a calendar
+month) has no fixed length and is not supported by the candle topology, which needs a fixed
+step to see gaps.
+"""
+
+from __future__ import annotations
+
+_UNIT_MS = {"s": 1_000, "m": 60_000, "h": 3_600_000, "d": 86_400_000, "w": 604_800_000}
+
+#: Every fixed-length interval Binance serves for klines, shortest first.
+BINANCE_INTERVALS: tuple[str, ...] = (
+    "1s", "1m", "3m", "5m", "15m", "30m", "1h", "2h", "4h", "6h", "8h", "12h", "1d", "3d", "1w",
+)  # fmt: skip
+
+
+class UnknownIntervalError(ValueError):
+    """An interval string that Binance does not serve with a fixed length."""
+
+
+def interval_ms(interval: str) -> int:
+    """Length of ``interval`` in milliseconds; raises UnknownIntervalError for anything else."""
+    if interval not in BINANCE_INTERVALS:
+        raise UnknownIntervalError(
+            f"unknown interval {interval!r}: expected one of {', '.join(BINANCE_INTERVALS)}"
+        )
+    return int(interval[:-1]) * _UNIT_MS[interval[-1]]
+
+
+def bucket_start(open_time_ms: int, interval: str) -> int:
+    """Open time of the ``interval`` bucket holding ``open_time_ms`` (UTC, epoch-aligned).
+
+    Binance aligns every interval up to 1d on the Unix epoch; weekly candles open on Monday,
+    which is epoch + 4 days.
+    """
+    step = interval_ms(interval)
+    offset = 4 * 86_400_000 if interval == "1w" else 0
+    return (open_time_ms - offset) // step * step + offset

@@ -1,0 +1,82 @@
+"""Every Kafka topic the platform uses: name, key, value contract, partitions, retention.
+
+``ohlcv topics ensure`` creates exactly these; downstream consumers read the value models'
+JSON Schemas (``ohlcv topics schemas DIR``). Every topic carries explicit ``retention.ms`` and
+``retention.bytes`` because some brokers (Tansu) report no defaults and Quix Streams needs them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
+
+from schemas.events import CandleEvent, DeadLetter
+
+DAY_MS = 86_400_000
+
+
+class RawKlineValue(BaseModel):
+    """Value of ``binance.kline.raw``; see schemas.klines for the full contract."""
+
+    model_config = ConfigDict(extra="allow")
+
+    source: str = Field(description="ws | rest | import | replay | resample")
+    market: str = Field(default="spot", description="spot | usdm")
+    received_at: int = Field(description="ms since epoch when we received it")
+    event: dict[str, Any] = Field(description="Binance kline event: {'e':'kline','E','s','k':{...}}")
+    bars: int | None = Field(default=None, description="1m bars behind a resampled candle")
+
+
+@dataclass(frozen=True)
+class TopicSpec:
+    name: str
+    key: str
+    value_schema: dict[str, Any]
+    description: str
+    partitions: int = 3
+    cleanup_policy: str = "delete"
+    retention_ms: int = 7 * DAY_MS
+    retention_bytes: int = -1
+    extra_config: dict[str, str] = field(default_factory=dict)
+
+    def config(self) -> dict[str, str]:
+        return {
+            "cleanup.policy": self.cleanup_policy,
+            "retention.ms": str(self.retention_ms),
+            "retention.bytes": str(self.retention_bytes),
+            **self.extra_config,
+        }
+
+
+RAW_KLINES = TopicSpec(
+    name="binance.kline.raw",
+    key="'SYMBOL:interval', e.g. 'BTCUSDT:1m' (UTF-8)",
+    value_schema=RawKlineValue.model_json_schema(),
+    description="Every kline from every source (websocket, REST repair, importers, resampler).",
+)
+CANDLE_EVENTS = TopicSpec(
+    name="ohlcv.candle.events",
+    key="'SYMBOL:interval' (UTF-8)",
+    value_schema=TypeAdapter(CandleEvent).json_schema(),
+    description="partial_update, partial_close, append, repair, gap_detected, gap_repaired; "
+    "per-key seq increases by one.",
+)
+DEAD_LETTER = TopicSpec(
+    name="ohlcv.deadletter",
+    key="the original key, or the file name",
+    value_schema=DeadLetter.model_json_schema(),
+    description="Records that could not be used, with the reason and source position.",
+    partitions=1,
+    retention_ms=30 * DAY_MS,
+)
+
+ALL_TOPICS: tuple[TopicSpec, ...] = (RAW_KLINES, CANDLE_EVENTS, DEAD_LETTER)
+
+
+def topic_by_name(name: str) -> TopicSpec:
+    for spec in ALL_TOPICS:
+        if spec.name == name:
+            return spec
+    raise KeyError(f"unknown topic {name!r}: known topics are {[t.name for t in ALL_TOPICS]}")

@@ -1,0 +1,1 @@
+"""Writers: Quix BatchingSinks into ClickHouse."""

@@ -1,0 +1,1 @@
+"""Sources that put data on Kafka: Binance websocket and REST, file importers, replay, RSS."""

@@ -1,0 +1,72 @@
+"""Shared fixtures: the real embedded broker (session) and real chDB (one database per test).
+
+Nothing here skips: if the broker or chDB cannot start, the tests error, because a missing
+engine is a broken setup, not a pass.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from clickhouse_connect.driver.client import Client
+
+from ohlcv.infra.broker import EmbeddedBroker
+from ohlcv.infra.clickhouse import make_client, migrate
+
+REPO = Path(__file__).resolve().parent.parent
+DATA = REPO / "data"
+
+
+@pytest.fixture(scope="session")
+def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """Address of a real Tansu broker started for the whole test session."""
+    b = EmbeddedBroker(log_path=tmp_path_factory.mktemp("broker") / "broker.log")
+    b.start()
+    yield b.address
+    b.stop()
+
+
+@pytest.fixture(scope="session")
+def chdb_path(tmp_path_factory: pytest.TempPathFactory) -> str:
+    """The one chDB data path of this test process (chDB allows one path per process)."""
+    return str(tmp_path_factory.mktemp("chdb"))
+
+
+@pytest.fixture
+def ch_url(chdb_path: str) -> str:
+    return f"chdb://{chdb_path}"
+
+
+@pytest.fixture
+def ch_db() -> str:
+    return f"t_{uuid.uuid4().hex[:12]}"
+
+
+@pytest.fixture
+def ch(ch_url: str, ch_db: str) -> Iterator[Client]:
+    """A client on a fresh database with every migration applied; dropped afterwards."""
+    client = make_client(ch_url, ch_db)
+    migrate(client)
+    yield client
+    client.command(f"DROP DATABASE IF EXISTS `{ch_db}`")
+    client.close()
+
+
+@pytest.fixture
+def topic_prefix() -> str:
+    """A unique prefix so tests sharing the session broker never see each other's records."""
+    return f"t{uuid.uuid4().hex[:8]}."
+
+
+@pytest.fixture
+def clean_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
+    """An environment with none of our settings set, and an empty working directory."""
+    for key in list(os.environ):
+        if key.split("_")[0] in {"SYMBOL", "SYMBOLS", "INTERVAL", "INTERVALS", "KAFKA", "CLICKHOUSE", "API", "DATA"}:
+            monkeypatch.delenv(key, raising=False)
+    monkeypatch.chdir(tmp_path)
+    return tmp_path
