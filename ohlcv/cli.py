@@ -5,8 +5,9 @@ from __future__ import annotations
 import json
 import logging
 import sys
+from enum import StrEnum
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -96,6 +97,188 @@ def demo(verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False) -> N
 
     _setup_logging(verbose)
     run_stack(_settings(), demo=True)
+
+
+from ohlcv.cli_ops import init_command, run_app  # noqa: E402
+
+app.add_typer(run_app, name="run")
+app.command("init")(init_command)
+
+
+# --- import: history files into Kafka (replay) or straight into ClickHouse (bulk) -----------
+
+
+class ImportMode(StrEnum):
+    replay = "replay"
+    bulk = "bulk"
+
+
+@app.command("import")
+def import_files(
+    paths: Annotated[
+        list[Path], typer.Argument(help="Binance Vision .zip/.csv or freqtrade .json/.csv/.feather files")
+    ],
+    *,
+    mode: Annotated[
+        ImportMode,
+        typer.Option(help="replay: onto the raw Kafka topic; bulk: straight into ClickHouse"),
+    ] = ImportMode.replay,
+    speed: Annotated[
+        float | None,
+        typer.Option(min=0.001, help="replay at FACTOR x market time (60: a market minute per second)"),
+    ] = None,
+    partials: Annotated[int, typer.Option(min=0, help="in-progress updates before each close (replay)")] = 0,
+    symbol: Annotated[str | None, typer.Option(help="instead of the symbol in the file name")] = None,
+    interval: Annotated[str | None, typer.Option(help="instead of the interval in the file name")] = None,
+    strict: Annotated[
+        bool,
+        typer.Option(
+            "--strict/--dead-letter",
+            help="stop at the first bad row, or send bad rows to the dead-letter topic and go on",
+        ),
+    ] = True,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
+) -> None:
+    """Import history files: replay them onto Kafka, or bulk-load them into ClickHouse.
+
+    Replays are sent as source 'import' (as fast as possible, closes only) or 'replay' (with
+    --speed or --partials: a simulated live market). Bulk loads skip candles already stored.
+    """
+    import time  # noqa: PLC0415
+
+    from rich.console import Console  # noqa: PLC0415
+    from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn  # noqa: PLC0415
+
+    from ohlcv.errors import ConfigError  # noqa: PLC0415
+    from streams.importers import BadRow, ImportFileError, detect_format  # noqa: PLC0415
+
+    if verbose:
+        _setup_logging(verbose)
+    for p in paths:
+        if not p.exists():
+            raise ImportFileError(p, "no such file")
+        if not p.is_file():
+            raise ImportFileError(p, "is not a file")
+        detect_format(p)
+    if mode is ImportMode.bulk and (speed is not None or partials):
+        raise ConfigError("--speed and --partials apply to --mode replay only")
+    settings = _settings()
+    error_mode = "strict" if strict else "dead-letter"
+    bad_rows: list[BadRow] = []
+    progress = Progress(
+        SpinnerColumn(),
+        TextColumn("{task.description}"),
+        TextColumn("{task.completed:>12,.0f} rows"),
+        TextColumn("{task.fields[rate]:>10,.0f} rows/s"),
+        TimeElapsedColumn(),
+        console=Console(stderr=True),
+    )
+    started = time.perf_counter()
+
+    def advance(task: Any, n: int) -> None:
+        progress.advance(task, n)
+        done = progress.tasks[task].completed
+        progress.update(task, rate=done / max(time.perf_counter() - started, 1e-9))
+
+    if mode is ImportMode.bulk:
+        from ohlcv.infra.clickhouse import make_client, migrate  # noqa: PLC0415
+        from sinks.clickhouse_bulk import load_files  # noqa: PLC0415
+
+        client = make_client(settings.clickhouse_dsn)
+        migrate(client)
+        try:
+            with progress:
+                task = progress.add_task("bulk load", total=None, rate=0.0)
+                result = load_files(
+                    client,
+                    paths,
+                    symbol=symbol,
+                    interval=interval,
+                    mode=error_mode,
+                    on_bad_row=bad_rows.append,
+                    on_progress=lambda n: advance(task, n),
+                )
+        finally:
+            client.close()
+        if bad_rows:
+            _import_dead_letters(settings, bad_rows)
+        typer.echo(
+            f"bulk-loaded {result.inserted:,} rows of {result.rows_read:,} from {len(paths)} file(s) into "
+            f"ClickHouse ({result.skipped_existing:,} already present) in {result.elapsed_s:.1f}s, "
+            f"{result.rows_per_s:,.0f} rows/s"
+        )
+    else:
+        from ohlcv.infra.kafka import ensure_topics  # noqa: PLC0415
+        from ohlcv.runtime import read_run_file, running_broker  # noqa: PLC0415
+        from schemas.topics import DEAD_LETTER, RAW_KLINES  # noqa: PLC0415
+        from streams.importers import guess_market, read_candles  # noqa: PLC0415
+        from streams.replay import RawProducer, dead_letter_record, merge_by_time, replay_to_kafka  # noqa: PLC0415
+
+        if not settings.kafka_broker_address and read_run_file(settings) is None:
+            typer.echo(
+                "warning: no KAFKA_BROKER_ADDRESS and no running `ohlcv up` in DATA_DIR: replaying into "
+                "an embedded broker that stops with this command",
+                err=True,
+            )
+        source = "import" if speed is None and not partials else "replay"
+        closed = partial = 0
+        with running_broker(settings) as address:
+            ensure_topics(address)
+            producer = RawProducer(address)
+
+            def on_bad_row(bad: BadRow) -> None:
+                bad_rows.append(bad)
+                producer.produce(DEAD_LETTER.name, *dead_letter_record(bad))
+
+            def candles(p: Path) -> Any:
+                return read_candles(
+                    p, symbol=symbol, interval=interval, mode=error_mode, on_bad_row=on_bad_row
+                )
+
+            # at once: file after file; paced: one market, all files merged by time
+            batches = (
+                [(paths[0], merge_by_time(candles(p) for p in paths))]
+                if speed is not None
+                else [(p, candles(p)) for p in paths]
+            )
+            with progress:
+                task = progress.add_task(f"replay -> {RAW_KLINES.name}", total=None, rate=0.0)
+                for path, stream in batches:
+                    sent = replay_to_kafka(
+                        address,
+                        stream,
+                        partials=partials,
+                        speed=speed,
+                        source=source,
+                        market=guess_market(path),
+                        on_progress=lambda n: advance(task, n),
+                        producer=producer,
+                    )
+                    closed += sent.closed
+                    partial += sent.partial
+        elapsed = time.perf_counter() - started
+        typer.echo(
+            f"replayed {closed:,} candles (+{partial:,} partial updates) from {len(paths)} file(s) to "
+            f"{RAW_KLINES.name} at {address} in {elapsed:.1f}s, {closed / max(elapsed, 1e-9):,.0f} rows/s"
+        )
+    if bad_rows:
+        first = bad_rows[0]
+        typer.echo(
+            f"{len(bad_rows):,} bad rows sent to the dead-letter topic "
+            f"(first: {first.source}: {first.reason})",
+            err=True,
+        )
+
+
+def _import_dead_letters(settings: Settings, bad_rows: list[Any]) -> None:
+    from ohlcv.infra.kafka import ensure_topics  # noqa: PLC0415
+    from ohlcv.runtime import running_broker  # noqa: PLC0415
+    from schemas.topics import DEAD_LETTER  # noqa: PLC0415
+    from streams.replay import send_dead_letters  # noqa: PLC0415
+
+    with running_broker(settings) as address:
+        ensure_topics(address, (DEAD_LETTER,))
+        send_dead_letters(address, bad_rows)
 
 
 def main() -> None:

@@ -72,17 +72,28 @@ class Settings(BaseSettings):
     def _single_values_and_checks(self) -> Settings:
         # SYMBOL / INTERVAL (the original single-stream names) win only when the list form
         # was not given; frozen model, so set through object.__setattr__.
+        symbols_var, intervals_var = "SYMBOLS", "INTERVALS"
         if self.symbol and "symbols" not in self.model_fields_set:
             object.__setattr__(self, "symbols", [self.symbol])
+            symbols_var = "SYMBOL"
         if self.interval and "intervals" not in self.model_fields_set:
             object.__setattr__(self, "intervals", [self.interval])
+            intervals_var = "INTERVAL"
+        if "resample_intervals" not in self.model_fields_set:
+            # the default resample set adapts to what is ingested (INTERVAL=5m alone is valid);
+            # an explicit RESAMPLE_INTERVALS is checked as given
+            default = [iv for iv in self.resample_intervals if iv not in self.intervals]
+            object.__setattr__(self, "resample_intervals", default if "1m" in self.intervals else [])
         object.__setattr__(self, "symbols", [s.upper() for s in self.symbols])
         for s in self.symbols:
             if not _SYMBOL.match(s):
-                raise ValueError(f"SYMBOLS: {s!r} is not a Binance symbol like BTCUSDT")
+                raise ValueError(f"{symbols_var}: {s!r} is not a Binance symbol like BTCUSDT")
         if not self.symbols:
-            raise ValueError("SYMBOLS: at least one symbol is required, e.g. SYMBOLS=BTCUSDT")
-        for name, values in (("INTERVALS", self.intervals), ("RESAMPLE_INTERVALS", self.resample_intervals)):
+            raise ValueError(f"{symbols_var}: at least one symbol is required, e.g. SYMBOLS=BTCUSDT")
+        for name, values in (
+            (intervals_var, self.intervals),
+            ("RESAMPLE_INTERVALS", self.resample_intervals),
+        ):
             for iv in values:
                 if iv not in BINANCE_INTERVALS:
                     raise ValueError(
@@ -106,8 +117,9 @@ class Settings(BaseSettings):
             )
         url = self.clickhouse_url
         if url and not re.match(r"^(chdb://|https?://)", url):
+            masked = re.sub(r"(?<=:)[^:@/]*(?=@)", "***", url)  # never echo the password
             raise ValueError(
-                f"CLICKHOUSE_URL: {url!r} is neither chdb:///path nor http(s)://user:pass@host:8123/db"
+                f"CLICKHOUSE_URL: {masked!r} is neither chdb:///path nor http(s)://user:pass@host:8123/db"
             )
         return self
 

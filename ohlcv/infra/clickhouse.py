@@ -22,6 +22,19 @@ from ohlcv.errors import ClickHouseUnavailableError, MigrationError
 
 logger = logging.getLogger(__name__)
 
+
+class _DemoteDriverWarning(logging.Filter):
+    """clickhouse-connect logs a warning for each transport error and then raises it; callers get it
+    as one error line (ClickHouseUnavailableError), so the duplicate warning is demoted to DEBUG."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.msg == "Unexpected Http Driver Exception":
+            record.levelno, record.levelname = logging.DEBUG, "DEBUG"
+        return True
+
+
+logging.getLogger("clickhouse_connect.driver._backend.http_sync").addFilter(_DemoteDriverWarning())
+
 DEFAULT_DATABASE = "ohlcv"
 _IDENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 

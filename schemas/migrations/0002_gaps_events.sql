@@ -1,11 +1,13 @@
--- Gap segments: one row per segment under FINAL. segment_id is the open time (ms) of the
--- segment's first missing bar when it was created (by detection, a split, or a scan), so it
--- never changes while from/to shrink. state: open, repairing, repaired, exchange_gap, failed.
+-- Gap segments: one row per segment under FINAL. A segment answers for the bars
+-- segment_id .. segment_end (open times in ms, fixed when the segment is created by detection,
+-- a split, or a scan); from_open_time .. to_open_time is what is still missing and shrinks as
+-- late candles fill it. state: open, repairing, repaired, exchange_gap, failed.
 CREATE TABLE IF NOT EXISTS gap_segments
 (
     symbol          LowCardinality(String),
     interval        LowCardinality(String),
     segment_id      UInt64,
+    segment_end     UInt64,
     from_open_time  DateTime64(3, 'UTC'),
     to_open_time    DateTime64(3, 'UTC'),
     missing_bars    UInt32,

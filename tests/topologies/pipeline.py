@@ -1,0 +1,56 @@
+"""Run the real candle topology against the session broker and a chDB database, in-process."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterable
+from pathlib import Path
+
+from confluent_kafka import Producer
+
+from ohlcv.infra.kafka import ensure_topics
+from schemas.klines import Candle, raw_from_candle
+from schemas.topics import CANDLE_EVENTS, DEAD_LETTER, RAW_KLINES, TopicSpec
+from topologies.runner import TopologyConfig, build_application
+
+
+def unique_topics(broker: str, prefix: str) -> dict[str, str]:
+    names = {}
+    specs = []
+    for role, spec in (("raw", RAW_KLINES), ("events", CANDLE_EVENTS), ("dead", DEAD_LETTER)):
+        s = TopicSpec(name=prefix + spec.name, key=spec.key, value_schema={}, description="",
+                      partitions=spec.partitions, retention_ms=spec.retention_ms)  # fmt: skip
+        names[role] = s.name
+        specs.append(s)
+    ensure_topics(broker, tuple(specs))
+    return names
+
+
+def produce(broker: str, topic: str, candles: Iterable[Candle] | Iterable[tuple[str, bytes]], source: str = "import") -> int:
+    import orjson
+
+    p = Producer({"bootstrap.servers": broker, "enable.idempotence": True, "linger.ms": 20})
+    n = 0
+    for c in candles:
+        if isinstance(c, tuple):
+            p.produce(topic, key=c[0], value=c[1])
+        else:
+            p.produce(topic, key=c.key, value=orjson.dumps(raw_from_candle(c, source=source, received_at=0)))
+        n += 1
+        if n % 5000 == 0:
+            p.poll(0)
+    p.flush(30)
+    return n
+
+
+def run_topology(broker: str, topics: dict[str, str], ch_url: str, ch_db: str, state_dir: Path,
+                 *, idle_timeout_s: float = 6.0, resample: tuple[str, ...] = ("5m", "1h"),
+                 group: str | None = None) -> None:  # fmt: skip
+    cfg = TopologyConfig(
+        broker_address=broker, clickhouse_url=ch_url, clickhouse_database=ch_db,
+        consumer_group=group or f"g-{uuid.uuid4().hex[:8]}", state_dir=state_dir,
+        embedded_broker=True, resample_intervals=resample, raw_topic=topics["raw"],
+        events_topic=topics["events"], deadletter_topic=topics["dead"],
+    )  # fmt: skip
+    app = build_application(cfg)
+    app.run(timeout=idle_timeout_s)

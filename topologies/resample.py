@@ -1,0 +1,164 @@
+"""Resampling closed 1m candles into higher intervals, in per-symbol state.
+
+The resampler reads the candle events topic (``append`` and ``repair`` of 1m candles, keyed
+``SYMBOL:1m``) and keeps, in that key's Quix state, the 1m bars of every bucket it is building
+plus a count per (interval, bucket). A higher candle is emitted — as a closed raw kline with
+``source="resample"`` and ``bars`` = how many 1m bars built it, keyed ``SYMBOL:5m`` etc. — when
+
+- its bucket is complete (all 1m bars present), or
+- a 1m bar of a later time arrived (the bucket is over; it is emitted with the bars it has), or
+- it was emitted before and one of its 1m bars was added or repaired (re-emitted).
+
+Re-emissions go back through the raw topic into the candle topology, which turns a changed
+higher candle into a ``repair`` (and a late-completed one into a gap fill) exactly as for
+exchange candles. Buckets are loaded from ClickHouse on first touch in a process, so a restart
+never emits a higher candle from a partial view.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import Any, Protocol
+
+from schemas.intervals import bucket_start, interval_ms
+from schemas.klines import Candle, raw_from_candle, stream_key
+
+MINUTE_MS = 60_000
+
+#: one 1m bar in state: open, high, low, close, volume, quote_volume, trades, taker_base, taker_quote
+Bar = list[Any]
+
+
+class BarSource(Protocol):
+    def bars_between(self, symbol: str, start_ms: int, end_ms: int) -> dict[int, Bar]:
+        """Stored closed 1m bars with ``start_ms <= open_time < end_ms``."""
+        ...
+
+    def last_stored(self, symbol: str) -> int:
+        """Open time of the newest stored closed 1m bar (-1 when none)."""
+        ...
+
+
+class StreamState(Protocol):
+    def get(self, key: str, default: Any = None) -> Any: ...
+    def set(self, key: str, value: Any) -> None: ...
+
+
+def bar_of(c: dict[str, Any]) -> Bar:
+    return [c["open"], c["high"], c["low"], c["close"], c["volume"], c.get("quote_volume"),
+            c.get("trades"), c.get("taker_buy_base"), c.get("taker_buy_quote")]  # fmt: skip
+
+
+def _sum(values: list[Any]) -> Any:
+    return None if any(v is None for v in values) else sum(values)
+
+
+def aggregate(symbol: str, interval: str, start: int, bars: list[tuple[int, Bar]], now_ms: int) -> Candle:
+    """The ``interval`` candle of ``bars`` (ascending by open time, at least one)."""
+    step = interval_ms(interval)
+    return Candle(
+        symbol=symbol,
+        interval=interval,
+        open_time=start,
+        close_time=start + step - 1,
+        open=bars[0][1][0],
+        high=max(b[1][1] for b in bars),
+        low=min(b[1][2] for b in bars),
+        close=bars[-1][1][3],
+        volume=sum(b[1][4] for b in bars),
+        quote_volume=_sum([b[1][5] for b in bars]),
+        trades=_sum([b[1][6] for b in bars]),
+        taker_buy_base=_sum([b[1][7] for b in bars]),
+        taker_buy_quote=_sum([b[1][8] for b in bars]),
+        is_closed=True,
+        source="resample",
+        bars=len(bars),
+        event_time=now_ms,
+        received_at=now_ms,
+    )
+
+
+class Resampler:
+    def __init__(self, intervals: list[str], source: BarSource, clock_ms: Callable[[], int] | None = None):
+        self.intervals = sorted(intervals, key=interval_ms)
+        self.source = source
+        self.clock_ms = clock_ms or (lambda: int(time.time() * 1000))
+        self._loaded: set[tuple[str, str, int]] = set()
+        #: per symbol, the newest stored 1m open time when this process first saw the symbol
+        self._stored_until: dict[str, int] = {}
+
+    def _ensure_loaded(self, symbol: str, interval: str, start: int, state: StreamState) -> None:
+        """Make the state hold every stored 1m bar of a bucket, once per bucket and process.
+
+        Buckets that start after everything stored when the process began need no query: the
+        durable record has nothing there the state could lack.
+        """
+        if (symbol, interval, start) in self._loaded:
+            return
+        if symbol not in self._stored_until:
+            self._stored_until[symbol] = self.source.last_stored(symbol)
+        if start > self._stored_until[symbol]:
+            return
+        step = interval_ms(interval)
+        stored = self.source.bars_between(symbol, start, start + step)
+        n = 0
+        for t in range(start, start + step, MINUTE_MS):
+            if state.get(f"b{t}") is None and t in stored:
+                state.set(f"b{t}", stored[t])
+            if state.get(f"b{t}") is not None:
+                n += 1
+        state.set(f"n{interval}:{start}", n)
+        self._loaded.add((symbol, interval, start))
+
+    def _bars(self, interval: str, start: int, state: StreamState) -> list[tuple[int, Bar]]:
+        step = interval_ms(interval)
+        out = []
+        for t in range(start, start + step, MINUTE_MS):
+            b = state.get(f"b{t}")
+            if b is not None:
+                out.append((t, b))
+        return out
+
+    def _emit(self, symbol: str, interval: str, start: int, state: StreamState, now: int) -> dict[str, Any]:
+        state.set(f"e{interval}:{start}", True)
+        candle = aggregate(symbol, interval, start, self._bars(interval, start, state), now)
+        return {"key": stream_key(symbol, interval), "value": raw_from_candle(candle, source="resample", received_at=now)}
+
+    def apply(self, symbol: str, candle: dict[str, Any], state: StreamState) -> list[dict[str, Any]]:
+        """One closed 1m candle (CandleOut dict, new or repaired) -> raw klines to produce."""
+        now = self.clock_ms()
+        t = int(candle["open_time"])
+        last = state.get("last")
+        out: list[dict[str, Any]] = []
+        for iv in self.intervals:
+            self._ensure_loaded(symbol, iv, bucket_start(t, iv), state)
+        is_new = state.get(f"b{t}") is None
+        state.set(f"b{t}", bar_of(candle))
+        for iv in self.intervals:
+            step = interval_ms(iv)
+            start = bucket_start(t, iv)
+            n = int(state.get(f"n{iv}:{start}") or 0) + (1 if is_new else 0)
+            state.set(f"n{iv}:{start}", n)
+            # the bucket of the previous newest bar is over once a later bucket starts
+            if last is not None and t > last:
+                prev = bucket_start(last, iv)
+                if prev < start and not state.get(f"e{iv}:{prev}"):
+                    self._ensure_loaded(symbol, iv, prev, state)
+                    if int(state.get(f"n{iv}:{prev}") or 0) > 0:
+                        out.append(self._emit(symbol, iv, prev, state, now))
+            over = last is not None and start + step <= max(last, t)
+            if n == step // MINUTE_MS or over or state.get(f"e{iv}:{start}"):
+                out.append(self._emit(symbol, iv, start, state, now))
+        if last is None or t > last:
+            state.set("last", t)
+        return out
+
+
+def candles_of_event(event: dict[str, Any]) -> list[dict[str, Any]]:
+    """The 1m candles an append or repair event carries."""
+    if event.get("type") == "append":
+        return list(event.get("candles") or [])
+    if event.get("type") == "repair":
+        return [event["candle"]]
+    return []

@@ -1,0 +1,129 @@
+"""Runs the candle and resample topologies in one Quix Streams Application.
+
+The runner is the only place that creates the Application, topics and sinks. Broker quirks of
+the embedded (Tansu) broker are applied here from ``ohlcv.infra.broker``: no changelog topics,
+a 6 s session timeout, at-least-once.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from quixstreams import Application, State
+from quixstreams.models import TopicConfig
+
+from ohlcv.infra.broker import EMBEDDED_CONSUMER_CONFIG
+from ohlcv.infra.clickhouse import make_client
+from ohlcv.settings import Settings
+from schemas.klines import split_key
+from schemas.topics import CANDLE_EVENTS, DEAD_LETTER, RAW_KLINES, TopicSpec
+from sinks.clickhouse import ClickHouseCandleSink
+from topologies.candle_logic import CandleStateMachine
+from topologies.candles import build_candles
+from topologies.resample import Resampler, candles_of_event
+from topologies.seed import ClickHouseLookup
+
+logger = logging.getLogger(__name__)
+
+
+def now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+@dataclass(frozen=True)
+class TopologyConfig:
+    broker_address: str
+    clickhouse_url: str
+    clickhouse_database: str | None = None
+    consumer_group: str = "ohlcv-candles"
+    state_dir: Path = Path(".data/state")
+    embedded_broker: bool = True
+    processing_guarantee: str = "at-least-once"
+    resample_intervals: tuple[str, ...] = ("5m", "15m", "1h", "4h", "1d")
+    raw_topic: str = RAW_KLINES.name
+    events_topic: str = CANDLE_EVENTS.name
+    deadletter_topic: str = DEAD_LETTER.name
+    commit_interval_s: float = 1.0
+    auto_offset_reset: str = "earliest"
+
+    @classmethod
+    def from_settings(cls, settings: Settings, broker_address: str) -> TopologyConfig:
+        return cls(
+            broker_address=broker_address,
+            clickhouse_url=settings.clickhouse_dsn,
+            consumer_group=settings.kafka_consumer_group,
+            state_dir=settings.state_dir,
+            embedded_broker=settings.embedded_broker,
+            processing_guarantee=settings.processing_guarantee,
+            resample_intervals=tuple(settings.resample_intervals),
+        )
+
+
+def _topic_config(spec: TopicSpec) -> TopicConfig:
+    return TopicConfig(num_partitions=spec.partitions, replication_factor=1, extra_config=spec.config())
+
+
+def build_application(cfg: TopologyConfig) -> Application:
+    """The Application with both dataframes wired (candles; resampler when configured)."""
+    consumer_extra: dict[str, Any] = dict(EMBEDDED_CONSUMER_CONFIG) if cfg.embedded_broker else {}
+    app = Application(
+        broker_address=cfg.broker_address,
+        consumer_group=cfg.consumer_group,
+        auto_offset_reset=cfg.auto_offset_reset,  # type: ignore[arg-type]
+        commit_interval=cfg.commit_interval_s,
+        state_dir=str(cfg.state_dir),
+        use_changelog_topics=not cfg.embedded_broker,
+        processing_guarantee=cfg.processing_guarantee,  # type: ignore[arg-type]
+        consumer_extra_config=consumer_extra,
+        producer_extra_config={"enable.idempotence": True, "linger.ms": 5},
+        loglevel="WARNING",
+    )
+    raw = app.topic(
+        cfg.raw_topic, key_deserializer="str", value_deserializer="bytes",
+        key_serializer="str", value_serializer="json", config=_topic_config(RAW_KLINES),
+    )  # fmt: skip
+    events = app.topic(
+        cfg.events_topic, key_deserializer="str", value_deserializer="json",
+        key_serializer="str", value_serializer="json", config=_topic_config(CANDLE_EVENTS),
+    )  # fmt: skip
+    dead = app.topic(
+        cfg.deadletter_topic, key_serializer="str", value_serializer="json", config=_topic_config(DEAD_LETTER)
+    )
+    client = make_client(cfg.clickhouse_url, cfg.clickhouse_database)
+    lookup = ClickHouseLookup(client)
+    machine = CandleStateMachine(lookup, now_ms)
+    sink = ClickHouseCandleSink(cfg.clickhouse_url, cfg.clickhouse_database)
+    build_candles(app.dataframe(raw), machine=machine, events_topic=events, deadletter_topic=dead, sink=sink)
+    if cfg.resample_intervals:
+        resampler = Resampler(list(cfg.resample_intervals), lookup, now_ms)
+        build_resample(app.dataframe(events), resampler=resampler, raw_topic=raw)
+    return app
+
+
+def build_resample(sdf: Any, *, resampler: Resampler, raw_topic: Any) -> Any:
+    """Wire the resampler onto the candle events frame: 1m append/repair -> higher raw klines."""
+
+    def is_1m_candle_event(ev: dict[str, Any]) -> bool:
+        return ev.get("interval") == "1m" and ev.get("type") in ("append", "repair")
+
+    def resample(ev: dict[str, Any], state: State) -> list[dict[str, Any]]:
+        symbol, _ = split_key(f"{ev['symbol']}:{ev['interval']}")
+        out: list[dict[str, Any]] = []
+        for c in candles_of_event(ev):
+            out.extend(resampler.apply(symbol, c, state))
+        return out
+
+    out = sdf.filter(is_1m_candle_event).apply(resample, stateful=True, expand=True)
+    out.apply(lambda o: o["value"]).to_topic(raw_topic, key=lambda v: f"{v['event']['s']}:{v['event']['k']['i']}")
+    return out
+
+
+def main(settings: Settings, broker_address: str | None = None) -> None:
+    """``ohlcv run candles``: run the topologies until SIGINT/SIGTERM."""
+    address = broker_address or settings.kafka_broker_address
+    app = build_application(TopologyConfig.from_settings(settings, address))
+    app.run()

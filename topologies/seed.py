@@ -1,0 +1,86 @@
+"""What the candle topology reads back from ClickHouse: its re-seed and old candles.
+
+ClickHouse is the durable record; the broker may be memory-only. On the first message of a
+stream in a process the topology re-seeds that stream's state from here, and it asks here about
+closed candles older than its state holds. Values are bound parameters, never interpolated.
+"""
+
+from __future__ import annotations
+
+import threading
+from typing import Any
+
+from clickhouse_connect.driver.client import Client
+
+from topologies.candle_logic import Known
+
+OPEN_STATES = ("open", "repairing", "failed", "exchange_gap")
+
+
+class ClickHouseLookup:
+    def __init__(self, client: Client):
+        self.client = client
+        self._lock = threading.Lock()
+
+    def seed(self, symbol: str, interval: str) -> dict[str, Any]:
+        params = {"s": symbol, "i": interval}
+        with self._lock:
+            span = self.client.query(
+                "SELECT toUnixTimestamp64Milli(min(open_time)), toUnixTimestamp64Milli(max(open_time)), "
+                "count() FROM ohlcv_candles WHERE symbol = {s:String} AND interval = {i:String} AND is_closed",
+                parameters=params,
+            ).result_rows[0]
+            seq = self.client.query(
+                "SELECT max(seq) FROM ohlcv_events WHERE symbol = {s:String} AND interval = {i:String}",
+                parameters=params,
+            ).result_rows[0][0]
+            segs = self.client.query(
+                "SELECT segment_id, toUnixTimestamp64Milli(from_open_time), toUnixTimestamp64Milli(to_open_time), "
+                "toUnixTimestamp64Milli(detected_at), segment_end FROM gap_segments FINAL "
+                "WHERE symbol = {s:String} AND interval = {i:String} AND state IN {st:Array(String)} "
+                "ORDER BY from_open_time",
+                parameters={**params, "st": list(OPEN_STATES)},
+            ).result_rows
+        has = int(span[2]) > 0
+        return {
+            "first_closed": int(span[0]) if has else None,
+            "last_closed": int(span[1]) if has else None,
+            "seq": int(seq or 0),
+            "segments": [[int(x) for x in row] for row in segs],
+        }
+
+    def closed_candle(self, symbol: str, interval: str, open_time: int) -> Known | None:
+        with self._lock:
+            rows = self.client.query(
+                "SELECT open, high, low, close, volume, quote_volume, trades, taker_buy_base, "
+                "taker_buy_quote, bars, revision FROM ohlcv_candles FINAL "
+                "WHERE symbol = {s:String} AND interval = {i:String} "
+                "AND open_time = fromUnixTimestamp64Milli({t:Int64}) AND is_closed LIMIT 1",
+                parameters={"s": symbol, "i": interval, "t": open_time},
+            ).result_rows
+        if not rows:
+            return None
+        r = rows[0]
+        return ([*r[:6], None if r[6] is None else int(r[6]), *r[7:9], None if r[9] is None else int(r[9])], int(r[10]))
+
+    def bars_between(self, symbol: str, start_ms: int, end_ms: int) -> dict[int, list[Any]]:
+        """Stored closed 1m bars of ``symbol`` in ``[start_ms, end_ms)`` (for the resampler)."""
+        with self._lock:
+            rows = self.client.query(
+                "SELECT toUnixTimestamp64Milli(open_time), open, high, low, close, volume, quote_volume, "
+                "trades, taker_buy_base, taker_buy_quote FROM ohlcv_candles FINAL "
+                "WHERE symbol = {s:String} AND interval = '1m' AND is_closed "
+                "AND open_time >= fromUnixTimestamp64Milli({a:Int64}) "
+                "AND open_time < fromUnixTimestamp64Milli({b:Int64})",
+                parameters={"s": symbol, "a": start_ms, "b": end_ms},
+            ).result_rows
+        return {int(r[0]): [*r[1:6], None if r[6] is None else int(r[6]), *r[7:]] for r in rows}
+
+    def last_stored(self, symbol: str) -> int:
+        with self._lock:
+            row = self.client.query(
+                "SELECT toUnixTimestamp64Milli(max(open_time)), count() FROM ohlcv_candles "
+                "WHERE symbol = {s:String} AND interval = '1m' AND is_closed",
+                parameters={"s": symbol},
+            ).result_rows[0]
+        return int(row[0]) if int(row[1]) else -1
