@@ -59,14 +59,18 @@ def topics_list() -> None:
 
 
 @topics_app.command("schemas")
-def topics_schemas(out_dir: Annotated[Path, typer.Argument(help="directory to write <topic>.schema.json")]) -> None:
+def topics_schemas(
+    out_dir: Annotated[Path, typer.Argument(help="directory to write <topic>.schema.json")],
+) -> None:
     """Export each topic's value JSON Schema for downstream consumers."""
     from schemas.topics import ALL_TOPICS
 
     out_dir.mkdir(parents=True, exist_ok=True)
     for t in ALL_TOPICS:
         path = out_dir / f"{t.name}.schema.json"
-        path.write_text(json.dumps({"title": t.name, "description": t.description, **t.value_schema}, indent=2))
+        path.write_text(
+            json.dumps({"title": t.name, "description": t.description, **t.value_schema}, indent=2)
+        )
         typer.echo(str(path))
 
 
@@ -93,10 +97,15 @@ def up(verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False) -> Non
 @app.command("demo")
 def demo(verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False) -> None:
     """`up`, plus the bundled real sample replayed as a live market."""
+    import os
+
+    from ohlcv.demo import DEMO_SYMBOLS
     from ohlcv.runtime import run_stack
 
     _setup_logging(verbose)
-    run_stack(_settings(), demo=True)
+    # the demo serves the bundled sample's symbols unless the user chose others
+    chosen = {"SYMBOLS", "SYMBOL"} & set(os.environ)
+    run_stack(load_settings() if chosen else load_settings(symbols=DEMO_SYMBOLS), demo=True)
 
 
 from ohlcv.cli_ops import init_command, run_app  # noqa: E402
@@ -141,16 +150,17 @@ def import_files(
 ) -> None:
     """Import history files: replay them onto Kafka, or bulk-load them into ClickHouse.
 
-    Replays are sent as source 'import' (as fast as possible, closes only) or 'replay' (with
-    --speed or --partials: a simulated live market). Bulk loads skip candles already stored.
+    Replayed closes are source 'import'; with --speed or --partials, a simulated market: 'replay'.
+
+    A bulk load skips candles already stored, so running it twice changes nothing.
     """
-    import time  # noqa: PLC0415
+    import time
 
-    from rich.console import Console  # noqa: PLC0415
-    from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn  # noqa: PLC0415
+    from rich.console import Console
+    from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
-    from ohlcv.errors import ConfigError  # noqa: PLC0415
-    from streams.importers import BadRow, ImportFileError, detect_format  # noqa: PLC0415
+    from ohlcv.errors import ConfigError
+    from streams.importers import BadRow, ImportFileError, detect_format
 
     if verbose:
         _setup_logging(verbose)
@@ -181,8 +191,8 @@ def import_files(
         progress.update(task, rate=done / max(time.perf_counter() - started, 1e-9))
 
     if mode is ImportMode.bulk:
-        from ohlcv.infra.clickhouse import make_client, migrate  # noqa: PLC0415
-        from sinks.clickhouse_bulk import load_files  # noqa: PLC0415
+        from ohlcv.infra.clickhouse import make_client, migrate
+        from sinks.clickhouse_bulk import load_files
 
         client = make_client(settings.clickhouse_dsn)
         migrate(client)
@@ -208,11 +218,11 @@ def import_files(
             f"{result.rows_per_s:,.0f} rows/s"
         )
     else:
-        from ohlcv.infra.kafka import ensure_topics  # noqa: PLC0415
-        from ohlcv.runtime import read_run_file, running_broker  # noqa: PLC0415
-        from schemas.topics import DEAD_LETTER, RAW_KLINES  # noqa: PLC0415
-        from streams.importers import guess_market, read_candles  # noqa: PLC0415
-        from streams.replay import RawProducer, dead_letter_record, merge_by_time, replay_to_kafka  # noqa: PLC0415
+        from ohlcv.infra.kafka import ensure_topics
+        from ohlcv.runtime import read_run_file, running_broker
+        from schemas.topics import DEAD_LETTER, RAW_KLINES
+        from streams.importers import guess_market, read_candles
+        from streams.replay import RawProducer, dead_letter_record, merge_by_time, replay_to_kafka
 
         if not settings.kafka_broker_address and read_run_file(settings) is None:
             typer.echo(
@@ -271,10 +281,10 @@ def import_files(
 
 
 def _import_dead_letters(settings: Settings, bad_rows: list[Any]) -> None:
-    from ohlcv.infra.kafka import ensure_topics  # noqa: PLC0415
-    from ohlcv.runtime import running_broker  # noqa: PLC0415
-    from schemas.topics import DEAD_LETTER  # noqa: PLC0415
-    from streams.replay import send_dead_letters  # noqa: PLC0415
+    from ohlcv.infra.kafka import ensure_topics
+    from ohlcv.runtime import running_broker
+    from schemas.topics import DEAD_LETTER
+    from streams.replay import send_dead_letters
 
     with running_broker(settings) as address:
         ensure_topics(address, (DEAD_LETTER,))
@@ -282,6 +292,10 @@ def _import_dead_letters(settings: Settings, bad_rows: list[Any]) -> None:
 
 
 def main() -> None:
+    import warnings
+
+    # quixstreams imports authlib, which warns about its own httpx integration on import
+    warnings.filterwarnings("ignore", message="The httpx module is deprecated")
     try:
         app(standalone_mode=False)
     except OhlcvError as exc:
@@ -291,12 +305,14 @@ def main() -> None:
         sys.exit(130)
     except typer.Abort:
         sys.exit(1)
-    except Exception as exc:  # click usage errors
-        import click
-
-        if isinstance(exc, click.ClickException):
-            exc.show()
-            sys.exit(exc.exit_code)
+    except Exception as exc:
+        # usage errors: typer vendors its own click, so match by the class name, not by type
+        if type(exc).__name__ in {"UsageError", "BadParameter", "NoSuchOption", "MissingParameter",
+                                  "BadOptionUsage", "BadArgumentUsage", "ClickException"}:  # fmt: skip
+            show = getattr(exc, "show", None)
+            if callable(show):
+                show()
+            sys.exit(int(getattr(exc, "exit_code", 2)))
         raise
 
 

@@ -125,7 +125,9 @@ def run_stack(settings: Settings, *, demo: bool) -> None:
 
         with start_services(stack, demo=demo, stop=stop) as services:
             run_file.write_text(
-                json.dumps({"pid": os.getpid(), "broker_address": stack.broker_address, "api_url": stack.api_url})
+                json.dumps(
+                    {"pid": os.getpid(), "broker_address": stack.broker_address, "api_url": stack.api_url}
+                )
             )
             print(f"broker      {stack.broker_address}{' (embedded)' if stack.broker else ''}", flush=True)
             print(f"clickhouse  {_safe(settings.clickhouse_dsn)}", flush=True)

@@ -80,11 +80,43 @@ def _start_api(services: Services) -> None:
     services.stack.api_url = f"http://{settings.api_host}:{port}"
 
 
+def _start_topologies(services: Services) -> None:
+    """The candle + resample topologies own the main thread (Quix handles SIGINT/SIGTERM)."""
+    from topologies.runner import TopologyConfig, build_application
+
+    settings = services.stack.settings
+    app = build_application(TopologyConfig.from_settings(settings, services.stack.broker_address))
+
+    def _main_loop(stop: threading.Event) -> None:
+        if stop.is_set():
+            return
+        watcher = threading.Thread(target=_stop_on, args=(stop, services, app.stop), daemon=True)
+        watcher.start()
+        app.run()
+        stop.set()
+
+    services.main_loop = _main_loop
+
+
+def _stop_on(stop: threading.Event, services: Services, stopper: Callable[[], None]) -> None:
+    """Stop the main loop when asked to, or when a service thread failed."""
+    while not stop.wait(0.5):
+        if services.failed:
+            break
+    stopper()
+
+
 @contextlib.contextmanager
 def start_services(stack: Stack, *, demo: bool, stop: threading.Event) -> Iterator[Services]:
     services = Services(stack=stack)
     try:
         _start_api(services)
+        _start_topologies(services)
+        if demo:
+            from ohlcv.demo import start_demo
+
+            start_demo(services, stop)
         yield services
     finally:
+        stop.set()
         services.stop_all()

@@ -28,9 +28,7 @@ def _split(v: Any) -> Any:
 
 
 class Settings(BaseSettings):
-    model_config = SettingsConfigDict(
-        env_file=".env", env_file_encoding="utf-8", extra="ignore", frozen=True
-    )
+    model_config = SettingsConfigDict(env_file=".env", env_file_encoding="utf-8", extra="ignore", frozen=True)
 
     # --- what we serve -------------------------------------------------------------------
     symbols: CSV = Field(default_factory=lambda: ["XRPUSDT"], description="SYMBOLS")
@@ -111,7 +109,9 @@ class Settings(BaseSettings):
         for iv in self.resample_intervals:
             if interval_ms(iv) <= 60_000:
                 raise ValueError(f"RESAMPLE_INTERVALS: {iv!r} is not longer than 1m")
-        if self.kafka_broker_address and not re.match(r"^[\w.\-]+:\d+(,[\w.\-]+:\d+)*$", self.kafka_broker_address):
+        if self.kafka_broker_address and not re.match(
+            r"^[\w.\-]+:\d+(,[\w.\-]+:\d+)*$", self.kafka_broker_address
+        ):
             raise ValueError(
                 f"KAFKA_BROKER_ADDRESS: {self.kafka_broker_address!r} is not host:port[,host:port]"
             )

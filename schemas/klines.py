@@ -167,9 +167,7 @@ def candle_from_raw(value: Any) -> Candle:
     if open_time % step != 0 and interval != "1w":
         raise MalformedKlineError(f"open time {open_time} is not aligned to {interval}")
     if close_time != open_time + step - 1:
-        raise MalformedKlineError(
-            f"close time {close_time} != open time {open_time} + {interval} - 1 ms"
-        )
+        raise MalformedKlineError(f"close time {close_time} != open time {open_time} + {interval} - 1 ms")
     o, h, low, c, v = (_num(k, f) for f in ("o", "h", "l", "c", "v"))
     assert o is not None and h is not None and low is not None and c is not None and v is not None
     if not (low <= o <= h and low <= c <= h):
@@ -202,9 +200,7 @@ def candle_from_raw(value: Any) -> Candle:
     )
 
 
-def raw_from_candle(
-    c: Candle, *, source: str, received_at: int, market: str = "spot"
-) -> dict[str, Any]:
+def raw_from_candle(c: Candle, *, source: str, received_at: int, market: str = "spot") -> dict[str, Any]:
     """Build a raw-topic value for a candle that did not come from the websocket.
 
     Numbers are encoded as Binance encodes them (strings), so every consumer parses one shape.

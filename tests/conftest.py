@@ -66,7 +66,16 @@ def topic_prefix() -> str:
 def clean_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
     """An environment with none of our settings set, and an empty working directory."""
     for key in list(os.environ):
-        if key.split("_")[0] in {"SYMBOL", "SYMBOLS", "INTERVAL", "INTERVALS", "KAFKA", "CLICKHOUSE", "API", "DATA"}:
+        if key.split("_")[0] in {
+            "SYMBOL",
+            "SYMBOLS",
+            "INTERVAL",
+            "INTERVALS",
+            "KAFKA",
+            "CLICKHOUSE",
+            "API",
+            "DATA",
+        }:
             monkeypatch.delenv(key, raising=False)
     monkeypatch.chdir(tmp_path)
     return tmp_path

@@ -97,8 +97,8 @@ class CandleStateMachine:
             state.set(META, meta)
             self.seeded.add(c.key)
             return meta
-        meta: dict[str, Any] = state.get(META)
-        return meta
+        current: dict[str, Any] = state.get(META)
+        return current
 
     def _known(self, c: Candle, state: StreamState, meta: dict[str, Any]) -> Known | None:
         k = state.get(_ckey(c.open_time))
@@ -119,8 +119,9 @@ class CandleStateMachine:
                      repaired_at: int | None = None) -> dict[str, Any]:  # fmt: skip
         sid, frm, to, detected, end = seg
         return {"kind": "segment", "symbol": c.symbol, "interval": c.interval, "segment_id": sid,
-                "segment_end": end, "from_open_time": frm, "to_open_time": to, "missing_bars": (to - frm) // step + 1,
-                "state": state, "detected_at": detected, "repaired_at": repaired_at, "updated_at": now}  # fmt: skip
+                "segment_end": end, "from_open_time": frm, "to_open_time": to,
+                "missing_bars": (to - frm) // step + 1, "state": state, "detected_at": detected,
+                "repaired_at": repaired_at, "updated_at": now}  # fmt: skip
 
     # --- the machine --------------------------------------------------------------------
     def apply(self, c: Candle, state: StreamState) -> list[dict[str, Any]]:

@@ -28,7 +28,9 @@ from topologies.candle_logic import CandleStateMachine
 
 logger = logging.getLogger(__name__)
 
-KLINES_PROCESSED = Counter("ohlcv_klines_processed_total", "Raw klines processed by the candle topology", ["interval"])
+KLINES_PROCESSED = Counter(
+    "ohlcv_klines_processed_total", "Raw klines processed by the candle topology", ["interval"]
+)
 EVENTS_EMITTED = Counter("ohlcv_candle_events_total", "Candle events emitted", ["type", "interval"])
 DEAD_LETTERS = Counter("ohlcv_deadletter_total", "Records sent to the dead-letter topic", ["stage"])
 PARTIAL_CLOSE_LATENCY = Histogram(
@@ -66,7 +68,7 @@ def decode(value: Any) -> Candle | dict[str, Any]:
 
 
 def make_step(machine: CandleStateMachine) -> Any:
-    def apply_candle(item: Candle | dict[str, Any], state: State) -> list[dict[str, Any]]:
+    def apply_candle(item: Candle | dict[str, Any], state: State[Any, Any]) -> list[dict[str, Any]]:
         if isinstance(item, dict):
             return [item]
         KLINES_PROCESSED.labels(interval=item.interval).inc()
@@ -84,15 +86,15 @@ def make_step(machine: CandleStateMachine) -> Any:
 
 
 def _is_event(o: dict[str, Any]) -> bool:
-    return o["kind"] == "event"
+    return bool(o["kind"] == "event")
 
 
 def _is_dead(o: dict[str, Any]) -> bool:
-    return o["kind"] == "dead"
+    return bool(o["kind"] == "dead")
 
 
 def _is_stored(o: dict[str, Any]) -> bool:
-    return o["kind"] != "dead"
+    return bool(o["kind"] != "dead")
 
 
 def _strip_kind(o: dict[str, Any]) -> dict[str, Any]:

@@ -123,7 +123,10 @@ class Resampler:
     def _emit(self, symbol: str, interval: str, start: int, state: StreamState, now: int) -> dict[str, Any]:
         state.set(f"e{interval}:{start}", True)
         candle = aggregate(symbol, interval, start, self._bars(interval, start, state), now)
-        return {"key": stream_key(symbol, interval), "value": raw_from_candle(candle, source="resample", received_at=now)}
+        return {
+            "key": stream_key(symbol, interval),
+            "value": raw_from_candle(candle, source="resample", received_at=now),
+        }
 
     def apply(self, symbol: str, candle: dict[str, Any], state: StreamState) -> list[dict[str, Any]]:
         """One closed 1m candle (CandleOut dict, new or repaired) -> raw klines to produce."""

@@ -110,7 +110,7 @@ def build_resample(sdf: Any, *, resampler: Resampler, raw_topic: Any) -> Any:
     def is_1m_candle_event(ev: dict[str, Any]) -> bool:
         return ev.get("interval") == "1m" and ev.get("type") in ("append", "repair")
 
-    def resample(ev: dict[str, Any], state: State) -> list[dict[str, Any]]:
+    def resample(ev: dict[str, Any], state: State[Any, Any]) -> list[dict[str, Any]]:
         symbol, _ = split_key(f"{ev['symbol']}:{ev['interval']}")
         out: list[dict[str, Any]] = []
         for c in candles_of_event(ev):
@@ -118,7 +118,9 @@ def build_resample(sdf: Any, *, resampler: Resampler, raw_topic: Any) -> Any:
         return out
 
     out = sdf.filter(is_1m_candle_event).apply(resample, stateful=True, expand=True)
-    out.apply(lambda o: o["value"]).to_topic(raw_topic, key=lambda v: f"{v['event']['s']}:{v['event']['k']['i']}")
+    out.apply(lambda o: o["value"]).to_topic(
+        raw_topic, key=lambda v: f"{v['event']['s']}:{v['event']['k']['i']}"
+    )
     return out
 
 

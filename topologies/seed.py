@@ -27,7 +27,8 @@ class ClickHouseLookup:
         with self._lock:
             span = self.client.query(
                 "SELECT toUnixTimestamp64Milli(min(open_time)), toUnixTimestamp64Milli(max(open_time)), "
-                "count() FROM ohlcv_candles WHERE symbol = {s:String} AND interval = {i:String} AND is_closed",
+                "count() FROM ohlcv_candles "
+                "WHERE symbol = {s:String} AND interval = {i:String} AND is_closed",
                 parameters=params,
             ).result_rows[0]
             seq = self.client.query(
@@ -35,8 +36,9 @@ class ClickHouseLookup:
                 parameters=params,
             ).result_rows[0][0]
             segs = self.client.query(
-                "SELECT segment_id, toUnixTimestamp64Milli(from_open_time), toUnixTimestamp64Milli(to_open_time), "
-                "toUnixTimestamp64Milli(detected_at), segment_end FROM gap_segments FINAL "
+                "SELECT segment_id, toUnixTimestamp64Milli(from_open_time), "
+                "toUnixTimestamp64Milli(to_open_time), toUnixTimestamp64Milli(detected_at), segment_end "
+                "FROM gap_segments FINAL "
                 "WHERE symbol = {s:String} AND interval = {i:String} AND state IN {st:Array(String)} "
                 "ORDER BY from_open_time",
                 parameters={**params, "st": list(OPEN_STATES)},
@@ -61,7 +63,10 @@ class ClickHouseLookup:
         if not rows:
             return None
         r = rows[0]
-        return ([*r[:6], None if r[6] is None else int(r[6]), *r[7:9], None if r[9] is None else int(r[9])], int(r[10]))
+        return (
+            [*r[:6], None if r[6] is None else int(r[6]), *r[7:9], None if r[9] is None else int(r[9])],
+            int(r[10]),
+        )
 
     def bars_between(self, symbol: str, start_ms: int, end_ms: int) -> dict[int, list[Any]]:
         """Stored closed 1m bars of ``symbol`` in ``[start_ms, end_ms)`` (for the resampler)."""

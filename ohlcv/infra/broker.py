@@ -129,7 +129,7 @@ class EmbeddedBroker:
             log_file = open(self.log_path, "ab")  # noqa: SIM115 - closed after Popen dup'ed it
             out = log_file
         try:
-            self.process = subprocess.Popen(  # noqa: S603 - fixed argv, our own binary
+            self.process = subprocess.Popen(
                 cmd, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                 preexec_fn=_die_with_parent,  # noqa: PLW1509 - prctl must run in the child
                 env={**os.environ, "RUST_LOG": os.environ.get("TANSU_LOG", "warn")},
@@ -156,7 +156,9 @@ class EmbeddedBroker:
         try:
             proc.wait(self.grace_s)
         except subprocess.TimeoutExpired:
-            logger.warning("embedded broker ignored SIGTERM for %.1fs, killing pid=%s", self.grace_s, proc.pid)
+            logger.warning(
+                "embedded broker ignored SIGTERM for %.1fs, killing pid=%s", self.grace_s, proc.pid
+            )
             proc.kill()
             proc.wait()
         logger.info("embedded broker stopped pid=%s", proc.pid)

@@ -130,8 +130,10 @@ def migrate(client: Client) -> list[str]:
         "ENGINE = ReplacingMergeTree ORDER BY version"
     )
     done = {
-        int(v): c
-        for v, c in client.query(f"SELECT version, checksum FROM {MIGRATIONS_TABLE} FINAL").result_rows
+        int(v): str(c)
+        for v, c in client.query(
+            f"SELECT version, checksum FROM {MIGRATIONS_TABLE} FINAL"  # noqa: S608 - a constant name
+        ).result_rows
     }
     applied = []
     for mig in load_migrations():

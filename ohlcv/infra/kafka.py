@@ -20,7 +20,9 @@ class EnsureResult:
     existing: list[str]
 
 
-def ensure_topics(address: str, specs: tuple[TopicSpec, ...] = ALL_TOPICS, timeout_s: float = 15.0) -> EnsureResult:
+def ensure_topics(
+    address: str, specs: tuple[TopicSpec, ...] = ALL_TOPICS, timeout_s: float = 15.0
+) -> EnsureResult:
     """Create every topic in ``specs`` that does not exist yet; existing ones are left as they are."""
     admin = AdminClient({"bootstrap.servers": address})
     try:

@@ -23,7 +23,8 @@ def xrp_candles() -> tuple[Candle, ...]:
     rows = json.loads(XRP_DUMP.read_text())
     return tuple(
         Candle("XRPUSDT", "1m", int(r[0]), int(r[0]) + 59_999, float(r[1]), float(r[2]), float(r[3]),
-               float(r[4]), float(r[5]), None, None, None, None, True, "import", event_time=int(r[0]) + 59_999)
+               float(r[4]), float(r[5]), None, None, None, None, True, "import",
+               event_time=int(r[0]) + 59_999)
         for r in rows
     )  # fmt: skip
 

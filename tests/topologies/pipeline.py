@@ -26,7 +26,9 @@ def unique_topics(broker: str, prefix: str) -> dict[str, str]:
     return names
 
 
-def produce(broker: str, topic: str, candles: Iterable[Candle] | Iterable[tuple[str, bytes]], source: str = "import") -> int:
+def produce(
+    broker: str, topic: str, candles: Iterable[Candle] | Iterable[tuple[str, bytes]], source: str = "import"
+) -> int:
     import orjson
 
     p = Producer({"bootstrap.servers": broker, "enable.idempotence": True, "linger.ms": 20})

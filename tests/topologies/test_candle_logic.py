@@ -40,8 +40,10 @@ def test_xrp_dump_detects_exactly_its_two_real_outages() -> None:
 
 def test_sequence_increases_by_one_and_events_match_their_contracts() -> None:
     cs = list(vision_candles()[:50])
-    partial = dataclasses.replace(cs[10], is_closed=False, close=cs[10].open, high=max(cs[10].open, cs[10].high))
-    stream = cs[:10] + [partial] + cs[10:20] + cs[25:]
+    partial = dataclasses.replace(
+        cs[10], is_closed=False, close=cs[10].open, high=max(cs[10].open, cs[10].high)
+    )
+    stream = [*cs[:10], partial, *cs[10:20], *cs[25:]]
     outs, _, _ = run(stream)
     seqs = [e["seq"] for e in events(outs)]
     assert seqs == list(range(1, len(seqs) + 1))
@@ -54,13 +56,17 @@ def test_sequence_increases_by_one_and_events_match_their_contracts() -> None:
 
 def test_identical_duplicate_changes_nothing_and_revision_emits_repair() -> None:
     cs = list(vision_candles()[:5])
-    outs, machine, states = run(cs)
+    _, machine, states = run(cs)
     again, _, _ = run(cs, machine, states)
     assert again == []
     revised = dataclasses.replace(cs[2], close=cs[2].close + 0.001, high=cs[2].high + 0.001, source="rest")
     rep, _, _ = run([revised], machine, states)
     assert [(e["type"], e["revision"], e["source"]) for e in events(rep)] == [("repair", 1, "rest")]
-    rep2, _, _ = run([dataclasses.replace(revised, close=revised.close + 0.001, high=revised.high + 0.001)], machine, states)
+    rep2, _, _ = run(
+        [dataclasses.replace(revised, close=revised.close + 0.001, high=revised.high + 0.001)],
+        machine,
+        states,
+    )
     assert events(rep2)[0]["revision"] == 2
 
 
@@ -69,17 +75,23 @@ def test_late_fill_shrinks_splits_and_repairs_segments() -> None:
     # drop bars 2..8 (7 bars), then fill 5 (split), 2 (shrink left), 8 (shrink right) and the rest
     outs, m, st = run(cs[:2] + cs[9:])
     (gap,) = events(outs, "gap_detected")
-    assert (gap["from_open_time"], gap["to_open_time"], gap["missing_bars"]) == (cs[2].open_time, cs[8].open_time, 7)
+    assert (gap["from_open_time"], gap["to_open_time"], gap["missing_bars"]) == (
+        cs[2].open_time,
+        cs[8].open_time,
+        7,
+    )
     split, _, _ = run([cs[5]], m, st)
     segs = [o for o in split if o["kind"] == "segment"]
     assert [(s["from_open_time"], s["to_open_time"]) for s in segs] == [
-        (cs[2].open_time, cs[4].open_time), (cs[6].open_time, cs[8].open_time)
+        (cs[2].open_time, cs[4].open_time),
+        (cs[6].open_time, cs[8].open_time),
     ]
     assert events(split, "append")[0]["late"] is True
     rest, _, _ = run([cs[2], cs[8], cs[3], cs[4], cs[6], cs[7]], m, st)
     repaired = events(rest, "gap_repaired")
     assert [(r["from_open_time"], r["to_open_time"], r["missing_bars"]) for r in repaired] == [
-        (cs[2].open_time, cs[4].open_time, 3), (cs[6].open_time, cs[8].open_time, 3)
+        (cs[2].open_time, cs[4].open_time, 3),
+        (cs[6].open_time, cs[8].open_time, 3),
     ]
     assert st[cs[0].key].get("meta")["segs"] == []
 

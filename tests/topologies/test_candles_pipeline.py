@@ -26,11 +26,15 @@ def test_xrp_dump_through_the_pipeline(broker: str, topic_prefix: str, ch: Clien
     elapsed = time.monotonic() - t0
     print(f"pipeline: {len(candles)} klines in {elapsed:.1f}s")
     q = ch.query
-    assert q("SELECT count() FROM ohlcv_candles FINAL WHERE interval = '1m'").result_rows[0][0] == len(candles)
+    assert q("SELECT count() FROM ohlcv_candles FINAL WHERE interval = '1m'").result_rows[0][0] == len(
+        candles
+    )
     segs = q("SELECT segment_id, missing_bars, state FROM gap_segments FINAL WHERE interval = '1m' "
              "ORDER BY segment_id").result_rows  # fmt: skip
     assert segs == [(1618883940000 + MIN, 150, "open"), (1619323260000 + MIN, 283, "open")]
-    seqs = q("SELECT min(seq), max(seq), count(), uniqExact(seq) FROM ohlcv_events WHERE interval = '1m'").result_rows[0]
+    seqs = q(
+        "SELECT min(seq), max(seq), count(), uniqExact(seq) FROM ohlcv_events WHERE interval = '1m'"
+    ).result_rows[0]
     assert seqs[0] == 1 and seqs[1] == seqs[2] == seqs[3]
     # resampled candles equal a straightforward batch aggregation of the stored 1m candles
     diff = q("""
