@@ -234,9 +234,10 @@ class CandleStateMachine:
             segs[i] = [sid, frm, to - step, detected, end]
             out.append(self._segment_row(c, segs[i], "open", now, step))
         else:
-            # the left piece keeps the id and answers for [id, t - step]; the right piece is
+            # the left piece keeps the id and answers for [id, t] (the bar just filled too, so
+            # the gap_repaired ranges of the pieces tile the detected range); the right piece is
             # a new segment answering for [t + step, end]
-            left = [sid, frm, t - step, detected, t - step]
+            left = [sid, frm, t - step, detected, t]
             right = [t + step, t + step, to, detected, end]
             segs[i] = left
             segs.insert(i + 1, right)

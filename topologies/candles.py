@@ -6,7 +6,9 @@ the raw kline topic (values as bytes, keys ``SYMBOL:interval``):
 1. ``decode``: bytes -> candle, or a dead letter with the reason and topic[partition]@offset;
 2. ``apply`` (stateful, per key): the CandleStateMachine -> events, segment rows;
 3. branches: events -> ``ohlcv.candle.events``; dead letters -> ``ohlcv.deadletter``;
-   events and segment rows -> the ClickHouse sink.
+   events and segment rows -> the ClickHouse sink; higher-interval candles completed by the
+   resampler -> back to the raw topic (keyed ``SYMBOL:5m`` ...), where step 2 treats them
+   like any kline.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from quixstreams.sinks import BaseSink
 
 from schemas.klines import Candle, MalformedKlineError, candle_from_raw
 from topologies.candle_logic import CandleStateMachine
+from topologies.resample import Resampler, candles_of_event
 
 logger = logging.getLogger(__name__)
 
@@ -67,12 +70,17 @@ def decode(value: Any) -> Candle | dict[str, Any]:
         }
 
 
-def make_step(machine: CandleStateMachine) -> Any:
+def make_step(machine: CandleStateMachine, resampler: Resampler | None = None) -> Any:
+    """The stateful step. With a resampler, each new or repaired closed 1m candle also updates
+    the higher intervals, in the same key's state (the resampler's keys do not collide with the
+    state machine's), and the higher candles it completes go back to the raw topic."""
+
     def apply_candle(item: Candle | dict[str, Any], state: State[Any, Any]) -> list[dict[str, Any]]:
         if isinstance(item, dict):
             return [item]
         KLINES_PROCESSED.labels(interval=item.interval).inc()
         outs = machine.apply(item, state)
+        higher: list[dict[str, Any]] = []
         for o in outs:
             if o["kind"] == "event":
                 EVENTS_EMITTED.labels(type=o["type"], interval=o["interval"]).inc()
@@ -80,7 +88,10 @@ def make_step(machine: CandleStateMachine) -> Any:
                     PARTIAL_CLOSE_LATENCY.observe(o["latency_ms"])
                 elif o["type"] == "append" and o["late"]:
                     LATE_FILLS.inc()
-        return outs
+                if resampler is not None and item.interval == "1m":
+                    for c in candles_of_event(o):
+                        higher.extend({"kind": "raw", **r} for r in resampler.apply(item.symbol, c, state))
+        return outs + higher if higher else outs
 
     return apply_candle
 
@@ -94,7 +105,20 @@ def _is_dead(o: dict[str, Any]) -> bool:
 
 
 def _is_stored(o: dict[str, Any]) -> bool:
-    return bool(o["kind"] != "dead")
+    return bool(o["kind"] in ("event", "segment", "candle"))
+
+
+def _is_raw(o: dict[str, Any]) -> bool:
+    return bool(o["kind"] == "raw")
+
+
+def _raw_value(o: dict[str, Any]) -> dict[str, Any]:
+    value: dict[str, Any] = o["value"]
+    return value
+
+
+def _raw_key(value: dict[str, Any]) -> str:
+    return f"{value['event']['s']}:{value['event']['k']['i']}"
 
 
 def _strip_kind(o: dict[str, Any]) -> dict[str, Any]:
@@ -108,11 +132,17 @@ def build_candles(
     events_topic: Topic,
     deadletter_topic: Topic,
     sink: BaseSink | None,
+    resampler: Resampler | None = None,
+    raw_topic: Topic | None = None,
 ) -> StreamingDataFrame:
     """Wire the candle steps onto ``sdf`` (the raw kline topic). Returns the outputs frame."""
-    out = sdf.apply(decode).apply(make_step(machine), stateful=True, expand=True)
+    out = sdf.apply(decode).apply(make_step(machine, resampler), stateful=True, expand=True)
     out.filter(_is_event).apply(_strip_kind).to_topic(events_topic)
     out.filter(_is_dead).apply(_strip_kind).to_topic(deadletter_topic)
+    if resampler is not None:
+        if raw_topic is None:
+            raise ValueError("resampling needs the raw topic to send higher candles to")
+        out.filter(_is_raw).apply(_raw_value).to_topic(raw_topic, key=_raw_key)
     if sink is not None:
         out.filter(_is_stored).sink(sink)
     return out

@@ -13,18 +13,17 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from quixstreams import Application, State
+from quixstreams import Application
 from quixstreams.models import TopicConfig
 
 from ohlcv.infra.broker import EMBEDDED_CONSUMER_CONFIG
 from ohlcv.infra.clickhouse import make_client
 from ohlcv.settings import Settings
-from schemas.klines import split_key
 from schemas.topics import CANDLE_EVENTS, DEAD_LETTER, RAW_KLINES, TopicSpec
 from sinks.clickhouse import ClickHouseCandleSink
 from topologies.candle_logic import CandleStateMachine
 from topologies.candles import build_candles
-from topologies.resample import Resampler, candles_of_event
+from topologies.resample import Resampler
 from topologies.seed import ClickHouseLookup
 
 logger = logging.getLogger(__name__)
@@ -97,31 +96,12 @@ def build_application(cfg: TopologyConfig) -> Application:
     lookup = ClickHouseLookup(client)
     machine = CandleStateMachine(lookup, now_ms)
     sink = ClickHouseCandleSink(cfg.clickhouse_url, cfg.clickhouse_database)
-    build_candles(app.dataframe(raw), machine=machine, events_topic=events, deadletter_topic=dead, sink=sink)
-    if cfg.resample_intervals:
-        resampler = Resampler(list(cfg.resample_intervals), lookup, now_ms)
-        build_resample(app.dataframe(events), resampler=resampler, raw_topic=raw)
+    resampler = Resampler(list(cfg.resample_intervals), lookup, now_ms) if cfg.resample_intervals else None
+    build_candles(
+        app.dataframe(raw), machine=machine, events_topic=events, deadletter_topic=dead, sink=sink,
+        resampler=resampler, raw_topic=raw,
+    )  # fmt: skip
     return app
-
-
-def build_resample(sdf: Any, *, resampler: Resampler, raw_topic: Any) -> Any:
-    """Wire the resampler onto the candle events frame: 1m append/repair -> higher raw klines."""
-
-    def is_1m_candle_event(ev: dict[str, Any]) -> bool:
-        return ev.get("interval") == "1m" and ev.get("type") in ("append", "repair")
-
-    def resample(ev: dict[str, Any], state: State[Any, Any]) -> list[dict[str, Any]]:
-        symbol, _ = split_key(f"{ev['symbol']}:{ev['interval']}")
-        out: list[dict[str, Any]] = []
-        for c in candles_of_event(ev):
-            out.extend(resampler.apply(symbol, c, state))
-        return out
-
-    out = sdf.filter(is_1m_candle_event).apply(resample, stateful=True, expand=True)
-    out.apply(lambda o: o["value"]).to_topic(
-        raw_topic, key=lambda v: f"{v['event']['s']}:{v['event']['k']['i']}"
-    )
-    return out
 
 
 def main(settings: Settings, broker_address: str | None = None) -> None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import csv
 import io
+import itertools
 import json
 import time
 import zipfile
@@ -29,6 +30,7 @@ from ohlcv.fake_binance import (
     Playback,
     RestFault,
     candle_events,
+    live_offsets,
     load_freqtrade_json,
     load_vision_zip,
 )
@@ -76,22 +78,37 @@ def test_vision_loader_keeps_every_row_and_string_exactly(avax: KlineSeries) -> 
     rows = vision_csv_rows(VISION / "AVAXUSDT-1m-2026-02.zip")
     assert (avax.market, avax.symbol, avax.interval) == ("usdm", "AVAXUSDT", "1m")
     assert len(avax) == len(rows) == 40_320
-    assert [k.rest_row() for k in avax.klines] == [[int(r[0]), *r[1:6], int(r[6]), r[7], int(r[8]), *r[9:11], "0"] for r in rows]
+    assert [k.rest_row() for k in avax.klines] == [
+        [int(r[0]), *r[1:6], int(r[6]), r[7], int(r[8]), *r[9:11], "0"] for r in rows
+    ]
     assert all(b - a == MIN for a, b in zip(avax.open_times, avax.open_times[1:], strict=False))
 
 
 def test_freqtrade_loader_keeps_the_real_outages_and_fills_only_protocol_slots(xrp: KlineSeries) -> None:
     raw = json.loads(XRP_JSON.read_text())
     assert (xrp.market, xrp.symbol, xrp.interval, len(xrp)) == ("spot", "XRPUSDT", "1m", 61_274)
-    gaps = [(a, (b - a) // MIN - 1) for a, b in zip(xrp.open_times, xrp.open_times[1:], strict=False) if b - a != MIN]
+    gaps = [
+        (a, (b - a) // MIN - 1)
+        for a, b in zip(xrp.open_times, xrp.open_times[1:], strict=False)
+        if b - a != MIN
+    ]
     assert gaps == [(1618883940000, 150), (1619323260000, 283)]  # 2021-04-20 01:59, 2021-04-25 04:01
     for k, r in zip(xrp.klines, raw, strict=True):
-        assert (k.open_time, float(k.open), float(k.high), float(k.low), float(k.close), float(k.volume)) == tuple(r)
+        assert (
+            k.open_time,
+            float(k.open),
+            float(k.high),
+            float(k.low),
+            float(k.close),
+            float(k.volume),
+        ) == tuple(r)
         assert k.close_time == k.open_time + MIN - 1
     first = xrp.klines[0]
     assert (first.open, first.volume) == ("0.57061000", "752433.30000000")  # Binance spot's 8 decimals
     # the dump has no quote volume, trades or taker volumes: the slots the protocol demands say 0
-    assert {(k.quote_volume, k.trades, k.taker_buy_base, k.taker_buy_quote) for k in xrp.klines} == {("0", 0, "0", "0")}
+    assert {(k.quote_volume, k.trades, k.taker_buy_base, k.taker_buy_quote) for k in xrp.klines} == {
+        ("0", 0, "0", "0")
+    }
 
 
 # --- websocket events --------------------------------------------------------------------------
@@ -110,7 +127,7 @@ def test_live_events_are_valid_klines_growing_to_the_real_candle(avax: KlineSeri
             k.open_time, k.close_time, k.open, k.high, k.low, k.close, k.volume, k.quote_volume, k.trades,
             k.taker_buy_base, k.taker_buy_quote,
         ]  # fmt: skip
-        for a, b in zip(candles, candles[1:], strict=False):
+        for a, b in itertools.pairwise(candles):
             assert a.open == b.open and a.high <= b.high and a.low >= b.low
             assert a.volume <= b.volume and (a.trades or 0) <= (b.trades or 0)
             assert a.event_time < b.event_time <= k.close_time + 1
@@ -160,7 +177,9 @@ def test_rest_klines_shape_selection_and_weight_header(fake: FakeBinance, avax: 
         ("usdm", {"interval": "1m"}, -1102),
     ],
 )
-def test_rest_rejects_what_binance_rejects(fake: FakeBinance, market: str, params: dict[str, Any], code: int) -> None:
+def test_rest_rejects_what_binance_rejects(
+    fake: FakeBinance, market: str, params: dict[str, Any], code: int
+) -> None:
     r = get(fake, market, **params)
     assert r.status_code == 400
     assert r.json()["code"] == code
@@ -204,20 +223,28 @@ def test_rest_faults_on_demand(fake: FakeBinance, avax: KlineSeries) -> None:
     assert [x.status for x in fake.rest_requests] == [503, 429, 200, 200, 418, 418, 200]
 
 
-def test_rest_holes_and_the_in_progress_candle(datasets: Datasets, avax: KlineSeries, xrp: KlineSeries) -> None:
+def test_rest_holes_and_the_in_progress_candle(
+    datasets: Datasets, avax: KlineSeries, xrp: KlineSeries
+) -> None:
     # the XRP dump's real outage: Binance serves fewer rows
     with FakeBinance(datasets) as fake:
         start = 1618883940000 - 9 * MIN
         rows = get(fake, "spot", symbol="XRPUSDT", interval="1m", startTime=start, limit=20).json()
-        assert [r[0] for r in rows] == [start + i * MIN for i in range(10)] + [1618893000000 + i * MIN for i in range(10)]
+        assert [r[0] for r in rows] == [start + i * MIN for i in range(10)] + [
+            1618893000000 + i * MIN for i in range(10)
+        ]
         fake.hide("usdm", "AVAXUSDT", "1m", avax.open_times[3], avax.open_times[5])
-        rows = get(fake, "usdm", symbol="AVAXUSDT", interval="1m", startTime=avax.open_times[0], limit=6).json()
+        rows = get(
+            fake, "usdm", symbol="AVAXUSDT", interval="1m", startTime=avax.open_times[0], limit=6
+        ).json()
         assert [r[0] for r in rows] == [avax.open_times[i] for i in (0, 1, 2, 6, 7, 8)]
     # shift the data so candle 1000 is the current one: nothing later is served, it is in progress
     now = int(time.time() * 1000)
     offset = now // MIN * MIN - avax.open_times[1000]
     with FakeBinance(datasets, time_offset_ms=offset) as fake:
-        rows = get(fake, "usdm", symbol="AVAXUSDT", interval="1m", startTime=avax.open_times[995] + offset).json()
+        rows = get(
+            fake, "usdm", symbol="AVAXUSDT", interval="1m", startTime=avax.open_times[995] + offset
+        ).json()
         assert [r[0] - offset for r in rows] == list(avax.open_times[995:1001])
         current, final = rows[-1], avax.klines[1000]
         assert current[6] >= now  # close_time in the future
@@ -278,7 +305,9 @@ async def test_ws_limits_streams_and_incoming_messages(datasets: Datasets) -> No
             await connect(fake.urls.usdm_ws + "/stream?streams=a@kline_1m/b@kline_1m/c@kline_1m")
         assert exc.value.response.status_code == 400
         async with connect(fake.urls.usdm_ws + "/stream?streams=avaxusdt@kline_1m") as ws:
-            await ws.send(json.dumps({"method": "SUBSCRIBE", "params": ["x@kline_1m", "y@kline_1m"], "id": 1}))
+            await ws.send(
+                json.dumps({"method": "SUBSCRIBE", "params": ["x@kline_1m", "y@kline_1m"], "id": 1})
+            )
             while (msg := await recv_json(ws)).get("id") is None:
                 pass
             assert msg["error"]["code"] == 2  # would be 3 streams
@@ -319,3 +348,17 @@ async def test_ws_faults_drop_mid_candle_silence_malformed_and_lifetime(datasets
                     frames.append(await asyncio.wait_for(ws.recv(), 3))
             assert "not json" in frames and b"\x00binary" in frames
             assert ws.close_code == 1001
+
+
+async def test_live_mode_plays_todays_market(datasets: Datasets) -> None:
+    now = int(time.time() * 1000)
+    offsets = live_offsets(datasets, now)
+    assert set(offsets) == {"spot", "usdm"} and all(o % 86_400_000 == 0 for o in offsets.values())
+    playback = Playback(speed=1, updates_per_candle=59, live=True)  # an update a second
+    with FakeBinance(datasets, playback=playback, time_offset_ms=offsets) as fake:
+        async with connect(fake.urls.usdm_ws + "/stream?streams=avaxusdt@kline_1m") as ws:
+            event = (await recv_json(ws, timeout_s=3))["data"]
+        received = time.time() * 1000
+        assert abs(event["E"] - received) < 1500 and event["k"]["t"] == int(received) // MIN * MIN
+        rows = get(fake, "spot", symbol="XRPUSDT", interval="1m", limit=2).json()
+        assert rows[-1][0] <= received <= rows[-1][6]  # the current spot candle, in progress

@@ -90,7 +90,8 @@ def test_late_fill_shrinks_splits_and_repairs_segments() -> None:
     rest, _, _ = run([cs[2], cs[8], cs[3], cs[4], cs[6], cs[7]], m, st)
     repaired = events(rest, "gap_repaired")
     assert [(r["from_open_time"], r["to_open_time"], r["missing_bars"]) for r in repaired] == [
-        (cs[2].open_time, cs[4].open_time, 3),
+        # the split at bar 5 hands bar 5 to the left piece: the repaired ranges tile 2..8
+        (cs[2].open_time, cs[5].open_time, 4),
         (cs[6].open_time, cs[8].open_time, 3),
     ]
     assert st[cs[0].key].get("meta")["segs"] == []
