@@ -86,6 +86,12 @@ def _start_topologies(services: Services) -> None:
 
     settings = services.stack.settings
     app = build_application(TopologyConfig.from_settings(settings, services.stack.broker_address))
+    if settings.ingestion_enabled:
+        from streams.runner import add_live_source
+
+        add_live_source(app, settings)
+        logger.info("live ingestion on market=%s symbols=%s intervals=%s",
+                    settings.binance_market, settings.symbols, settings.intervals)  # fmt: skip
 
     def _main_loop(stop: threading.Event) -> None:
         if stop.is_set():
