@@ -160,16 +160,12 @@ def import_files(
     from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
     from ohlcv.errors import ConfigError
-    from streams.importers import BadRow, ImportFileError, detect_format
+    from streams.importers import BadRow, detect_format
 
     if verbose:
         _setup_logging(verbose)
     for p in paths:
-        if not p.exists():
-            raise ImportFileError(p, "no such file")
-        if not p.is_file():
-            raise ImportFileError(p, "is not a file")
-        detect_format(p)
+        detect_format(p)  # every file exists and has a known format before anything starts
     if mode is ImportMode.bulk and (speed is not None or partials):
         raise ConfigError("--speed and --partials apply to --mode replay only")
     settings = _settings()
@@ -282,10 +278,16 @@ def import_files(
 
 def _import_dead_letters(settings: Settings, bad_rows: list[Any]) -> None:
     from ohlcv.infra.kafka import ensure_topics
-    from ohlcv.runtime import running_broker
+    from ohlcv.runtime import read_run_file, running_broker
     from schemas.topics import DEAD_LETTER
     from streams.replay import send_dead_letters
 
+    if not settings.kafka_broker_address and read_run_file(settings) is None:
+        typer.echo(
+            "warning: no KAFKA_BROKER_ADDRESS and no running `ohlcv up` in DATA_DIR: the dead letters "
+            "go to an embedded broker that stops with this command",
+            err=True,
+        )
     with running_broker(settings) as address:
         ensure_topics(address, (DEAD_LETTER,))
         send_dead_letters(address, bad_rows)

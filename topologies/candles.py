@@ -44,6 +44,18 @@ PARTIAL_CLOSE_LATENCY = Histogram(
 LATE_FILLS = Counter("kline_late_fill_total", "Closed candles that arrived older than the last closed one")
 
 
+_CHILDREN: dict[tuple[object, ...], Any] = {}
+
+
+def _child(metric: Any, *labels: str) -> Any:
+    """A labelled metric child, cached: ``labels()`` costs more than the increment itself."""
+    key = (metric, *labels)
+    child = _CHILDREN.get(key)
+    if child is None:
+        child = _CHILDREN[key] = metric.labels(*labels)
+    return child
+
+
 def _position() -> str:
     try:
         ctx = message_context()
@@ -78,12 +90,12 @@ def make_step(machine: CandleStateMachine, resampler: Resampler | None = None) -
     def apply_candle(item: Candle | dict[str, Any], state: State[Any, Any]) -> list[dict[str, Any]]:
         if isinstance(item, dict):
             return [item]
-        KLINES_PROCESSED.labels(interval=item.interval).inc()
+        _child(KLINES_PROCESSED, item.interval).inc()
         outs = machine.apply(item, state)
         higher: list[dict[str, Any]] = []
         for o in outs:
             if o["kind"] == "event":
-                EVENTS_EMITTED.labels(type=o["type"], interval=o["interval"]).inc()
+                _child(EVENTS_EMITTED, o["type"], o["interval"]).inc()
                 if o["type"] == "partial_close":
                     PARTIAL_CLOSE_LATENCY.observe(o["latency_ms"])
                 elif o["type"] == "append" and o["late"]:
