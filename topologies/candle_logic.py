@@ -67,6 +67,7 @@ def fingerprint(c: Candle) -> list[Any]:
 
 
 def _ckey(open_time: int) -> str:
+    """State key of a closed candle; its value is ``[fingerprint, revision, generation]``."""
     return f"c{open_time}"
 
 
@@ -81,12 +82,21 @@ class CandleStateMachine:
 
     # --- state --------------------------------------------------------------------------
     def _meta(self, c: Candle, state: StreamState) -> dict[str, Any]:
-        if c.key not in self.seeded:
+        current: dict[str, Any] | None = state.get(META)
+        # re-seed on the first message of the stream in this process, and whenever the state
+        # has no meta: an aborted checkpoint (e.g. ClickHouse backpressure) rolls back the
+        # state transaction that held the first seed
+        if c.key not in self.seeded or current is None:
             # ClickHouse is the record: on the first message of a stream in this process the
             # state is re-seeded from it (after a restart of the process or of a memory-only
             # broker, local state may be behind or ahead of what was durably written).
             seed = self.lookup.seed(c.symbol, c.interval)
-            meta = state.get(META) or {}
+            meta = current or {}
+            if int(meta.get("seq") or 0) < int(seed.get("seq") or 0):
+                # the state is behind the record (lost, or a crash between the sink's flush and
+                # the state's): a candle it remembers may have changed since, so every candle
+                # remembered before now is checked against the record once (see _known)
+                meta["gen"] = int(meta.get("gen") or 0) + 1
             meta.update(
                 first=seed.get("first_closed"),
                 last=seed.get("last_closed"),
@@ -97,17 +107,23 @@ class CandleStateMachine:
             state.set(META, meta)
             self.seeded.add(c.key)
             return meta
-        current: dict[str, Any] = state.get(META)
         return current
 
     def _known(self, c: Candle, state: StreamState, meta: dict[str, Any]) -> Known | None:
         k = state.get(_ckey(c.open_time))
-        if k is not None:
+        gen = int(meta.get("gen") or 0)
+        if k is not None and (k[2] if len(k) > 2 else 0) == gen:
             return (k[0], int(k[1]))
         first, last = meta.get("first"), meta.get("last")
-        if first is None or last is None or not (first <= c.open_time <= last):
-            return None
-        return self.lookup.closed_candle(c.symbol, c.interval, c.open_time)
+        stored = None
+        if first is not None and last is not None and first <= c.open_time <= last:
+            stored = self.lookup.closed_candle(c.symbol, c.interval, c.open_time)
+        if k is None:
+            return stored
+        # remembered before the state was found behind the record: the record decides
+        known = stored if stored is not None else (k[0], int(k[1]))
+        state.set(_ckey(c.open_time), [known[0], known[1], gen])
+        return known
 
     # --- events -------------------------------------------------------------------------
     def _event(self, c: Candle, meta: dict[str, Any], now: int, body: dict[str, Any]) -> dict[str, Any]:
@@ -146,7 +162,7 @@ class CandleStateMachine:
             if known[0] == fp:
                 return out  # identical duplicate: changes nothing, emits nothing
             revision = known[1] + 1
-            state.set(_ckey(c.open_time), [fp, revision])
+            state.set(_ckey(c.open_time), [fp, revision, int(meta.get("gen") or 0)])
             prev = known[0]
             out.append(self._event(c, meta, now, {
                 "type": "repair", "candle": candle_out(c, revision), "revision": revision,
@@ -160,7 +176,7 @@ class CandleStateMachine:
         step = interval_ms(c.interval)
         t = c.open_time
         first = meta["first"]
-        state.set(_ckey(t), [fp, 0])
+        state.set(_ckey(t), [fp, 0, int(meta.get("gen") or 0)])
         append = {"type": "append", "count": 1, "candles": [candle_out(c)], "late": False}
         if last is None:
             meta["first"] = meta["last"] = t
