@@ -44,7 +44,8 @@ def test_clickhouse_outage_backpressures_then_catches_up(
     q = ch.query
     assert q("SELECT count() FROM ohlcv_candles FINAL").result_rows[0][0] == 3000
     dup = q(
-        "SELECT count() FROM (SELECT open_time FROM ohlcv_candles FINAL GROUP BY open_time HAVING count() > 1)"
+        "SELECT count() FROM (SELECT open_time FROM ohlcv_candles FINAL "
+        "GROUP BY open_time HAVING count() > 1)"
     )
     assert dup.result_rows[0][0] == 0
     stored = {
