@@ -88,11 +88,13 @@ class Rows:
             self.candles.append(candle_row(out["symbol"], out["interval"], out["candle"], now_ms))
 
     def write(self, client: Client) -> None:
-        # candles first: an event row must never point at a candle that is not stored yet
-        if self.candles:
-            client.insert("ohlcv_candles", self.candles, column_names=CANDLE_COLUMNS)
+        # segments first: a write cut short after the candles (which the re-seed and the
+        # duplicate check read) must not lose the segment a replay will no longer detect;
+        # candles before events: an event row must never point at a candle not stored yet
         if self.segments:
             client.insert("gap_segments", self.segments, column_names=SEGMENT_COLUMNS)
+        if self.candles:
+            client.insert("ohlcv_candles", self.candles, column_names=CANDLE_COLUMNS)
         if self.events:
             client.insert("ohlcv_events", self.events, column_names=EVENT_COLUMNS)
 

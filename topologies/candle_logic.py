@@ -221,6 +221,8 @@ class CandleStateMachine:
     @staticmethod
     def _add_segment(meta: dict[str, Any], seg: list[int]) -> None:
         segs: list[list[int]] = meta["segs"]
+        # a replay after a sink write cut short re-detects a segment the record already holds
+        segs[:] = [s for s in segs if s[0] != seg[0]]
         bisect.insort(segs, seg, key=lambda s: s[1])
 
     def _fill(self, c: Candle, meta: dict[str, Any], now: int, step: int) -> list[dict[str, Any]]:

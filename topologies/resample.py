@@ -104,7 +104,8 @@ class Resampler:
         stored = self.source.bars_between(symbol, start, start + step)
         n = 0
         for t in range(start, start + step, MINUTE_MS):
-            if state.get(f"b{t}") is None and t in stored:
+            # the record wins: the state may be behind it (see candle_logic), never ahead
+            if t in stored:
                 state.set(f"b{t}", stored[t])
             if state.get(f"b{t}") is not None:
                 n += 1
@@ -132,10 +133,13 @@ class Resampler:
         """One closed 1m candle (CandleOut dict, new or repaired) -> raw klines to produce."""
         now = self.clock_ms()
         t = int(candle["open_time"])
-        last = state.get("last")
         out: list[dict[str, Any]] = []
         for iv in self.intervals:
             self._ensure_loaded(symbol, iv, bucket_start(t, iv), state)
+        last = state.get("last")
+        if self._stored_until.get(symbol, -1) > (-1 if last is None else last):
+            # a state lost or behind the record: the newest stored bar is the newest seen
+            last = self._stored_until[symbol]
         is_new = state.get(f"b{t}") is None
         state.set(f"b{t}", bar_of(candle))
         for iv in self.intervals:
