@@ -293,6 +293,89 @@ def _import_dead_letters(settings: Settings, bad_rows: list[Any]) -> None:
         send_dead_letters(address, bad_rows)
 
 
+# --- scan: continuity of stored candles ------------------------------------------------------
+
+
+@app.command("scan")
+def scan_command(
+    *,
+    symbol: Annotated[str | None, typer.Option(help="one symbol (default: every configured SYMBOLS)")] = None,
+    interval: Annotated[
+        str | None, typer.Option(help="one interval (default: every ingested and resampled interval)")
+    ] = None,
+    days: Annotated[float, typer.Option(min=0.001, help="window: the last DAYS, ending now")] = 365,
+    json_path: Annotated[
+        Path | None, typer.Option("--json", help="write the reports as a JSON list to this file")
+    ] = None,
+    queue: Annotated[
+        bool, typer.Option("--queue-missing", help="open gap segments for missing ranges no segment covers")
+    ] = False,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
+) -> None:
+    """Continuity of the stored candles: expected and present bars, completeness, missing ranges.
+
+    The span runs from the first to the last stored bar in the window; holes outside it are not counted.
+
+    Computed in ClickHouse. Only --queue-missing writes (gap segments for the gap orchestrator).
+    """
+    from rich import box
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+    from rich.table import Table
+
+    from ohlcv.errors import ConfigError
+    from ohlcv.infra.clickhouse import make_client, migrate
+    from schemas.intervals import BINANCE_INTERVALS
+    from streams.continuity import ContinuityReport, QueueResult, queue_missing, scan
+
+    if verbose:
+        _setup_logging(verbose)
+    settings = _settings()
+    if interval is not None and interval not in BINANCE_INTERVALS:
+        raise ConfigError(
+            f"--interval {interval!r} is not a Binance interval, use one of {','.join(BINANCE_INTERVALS)}"
+        )
+    symbols = [symbol.upper()] if symbol else list(settings.symbols)
+    intervals = [interval] if interval else settings.all_intervals
+    streams = [(s, i) for s in symbols for i in intervals]
+    client = make_client(settings.clickhouse_dsn)
+    reports: list[tuple[ContinuityReport, QueueResult | None]] = []
+    try:
+        migrate(client)
+        progress = Progress(
+            TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+            console=Console(stderr=True),
+        )  # fmt: skip
+        with progress:
+            task = progress.add_task("scan", total=len(streams))
+            for s, i in streams:
+                progress.update(task, description=f"scan {s} {i}")
+                report = scan(client, s, i, days=days)
+                reports.append((report, queue_missing(client, report) if queue else None))
+                progress.advance(task)
+    finally:
+        client.close()
+    table = Table(title=f"continuity, last {days:g} days", box=box.SIMPLE_HEAD, pad_edge=False, padding=0)
+    for col in ("symbol", "iv", "expected", "present", "complete", "gaps", "missing", "max gap"):
+        table.add_column(col, justify="left" if col in ("symbol", "iv") else "right", no_wrap=True)
+    if queue:
+        table.add_column("queued", justify="right", no_wrap=True)
+    for report, queued in reports:
+        ratio = report.completeness_ratio
+        cells = [
+            report.symbol, report.interval, f"{report.expected_bars:,}", f"{report.present_bars:,}",
+            "-" if ratio is None else f"{ratio:.4%}", f"{report.gap_count:,}", f"{report.missing_bars:,}",
+            f"{report.largest_gap_bars:,}",
+        ]  # fmt: skip
+        if queued is not None:
+            cells.append(f"{len(queued.opened) + len(queued.merged):,}")
+        table.add_row(*cells)
+    Console().print(table)
+    if json_path is not None:
+        json_path.write_text(json.dumps([r.to_json() for r, _ in reports], indent=2))
+        typer.echo(f"wrote {len(reports)} report(s) to {json_path}")
+
+
 def main() -> None:
     import warnings
 

@@ -1,0 +1,522 @@
+"""Continuity: which bars of a (symbol, interval) stream are stored, computed inside ClickHouse.
+
+``scan(client, symbol, interval, ...)`` answers, for a window, how many bars were expected, how
+many closed bars are stored, the completeness ratio, every missing range (first and last missing
+open time, missing bars) and the largest gap. One query does it: a ``lagInFrame`` window
+function over ``open_time`` (read in table order, the sorting key is ``(symbol, interval,
+open_time)``) gives each stored bar its distance to the previous one; a distance of more than
+one step is a hole. Only the aggregates and the holes leave ClickHouse, never a candle row.
+
+Existence, not content: any closed row at an open time means the bar is present, so no FINAL is
+needed. Rows that ReplacingMergeTree has not merged yet (an import and a websocket close of the
+same bar) sit next to each other in ``open_time`` order with distance 0 and are counted once.
+
+The window. ``days`` (default 365) ending now, or explicit ``start_ms``/``end_ms`` (``[start,
+end)``). Only bars that have closed by ``now`` are expected; open times are aligned to the
+interval (Binance's alignment, weeks on Monday).
+
+- **Implicit** (``days``): the expected span runs from the first to the last stored bar inside
+  the window; holes before the first and after the last bar are not counted. A stream that
+  starts mid-window or lags a little is not reported as broken; the live topology reports those
+  holes itself when the next candle arrives.
+- **Explicit** (``start_ms`` and/or ``end_ms`` given): every aligned bar of the window is
+  expected, so the leading hole (window start to the first stored bar) and the trailing hole
+  (last stored bar to the window end, or to now) are reported as missing ranges too; an empty
+  window is one hole.
+
+``queue_missing(client, report)`` turns a report's missing ranges into ``gap_segments`` rows
+(state ``open``) for the gap orchestrator, without duplicating what a segment already answers
+for; see its docstring for the merge rule. ``ContinuityScheduler`` runs the scans periodically
+and keeps the ``ohlcv_completeness_ratio``, ``ohlcv_missing_bars`` and
+``ohlcv_gap_open_segments`` gauges current. Values are bound parameters, never interpolated.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from clickhouse_connect.driver.client import Client
+from prometheus_client import Gauge
+
+from ohlcv.errors import ClickHouseUnavailableError, OhlcvError
+from schemas.intervals import bucket_start, interval_ms
+
+logger = logging.getLogger(__name__)
+
+DAY_MS = 86_400_000
+#: the windows the scheduler keeps gauges for, in days
+DEFAULT_WINDOWS_DAYS: tuple[int, ...] = (1, 30, 365)
+#: effective segment states that still wait for a repair (exchange_gap is final, not waiting)
+WAITING_STATES: tuple[str, ...] = ("open", "repairing", "failed")
+
+COMPLETENESS = Gauge(
+    "ohlcv_completeness_ratio",
+    "Stored closed bars / expected bars over the window (NaN: no closed bar in the window)",
+    ["symbol", "interval", "window"],
+)
+MISSING_BARS = Gauge(
+    "ohlcv_missing_bars",
+    "Expected bars that are not stored, over the window",
+    ["symbol", "interval", "window"],
+)
+OPEN_SEGMENTS = Gauge(
+    "ohlcv_gap_open_segments",
+    "Gap segments still waiting for a repair (effective state open, repairing or failed)",
+    ["symbol", "interval"],
+)
+
+_SCAN_SQL = """
+SELECT
+    countIf(d > 0) AS present,
+    toUnixTimestamp64Milli(min(open_time)) AS first_ms,
+    toUnixTimestamp64Milli(max(open_time)) AS last_ms,
+    countIf(d > {step:Int64}) AS gaps,
+    sumIf(intDiv(d, {step:Int64}) - 1, d > {step:Int64}) AS missing,
+    max(if(d > {step:Int64}, intDiv(d, {step:Int64}) - 1, 0)) AS largest,
+    arraySlice(
+        arraySort(groupArrayIf((t - d + {step:Int64}, t - {step:Int64}), d > {step:Int64})), 1, {n:UInt32}
+    ) AS holes
+FROM
+(
+    SELECT
+        open_time,
+        toUnixTimestamp64Milli(open_time) AS t,
+        t - toUnixTimestamp64Milli(
+            lagInFrame(open_time, 1, open_time - toIntervalMillisecond({step:Int64}))
+                OVER (ORDER BY open_time ASC ROWS BETWEEN 1 PRECEDING AND CURRENT ROW)
+        ) AS d
+    FROM ohlcv_candles
+    WHERE symbol = {symbol:String} AND interval = {interval:String} AND is_closed
+      AND open_time >= fromUnixTimestamp64Milli({lo:Int64})
+      AND open_time <= fromUnixTimestamp64Milli({hi:Int64})
+)
+"""
+
+_SEGMENT_COLUMNS = [
+    "symbol", "interval", "segment_id", "segment_end", "from_open_time", "to_open_time",
+    "missing_bars", "state", "detected_at", "repaired_at", "updated_at", "version",
+]  # fmt: skip
+_NO_LIMIT = 2**32 - 1
+
+
+class ContinuityError(OhlcvError):
+    """A continuity scan or a queueing write failed; the message names the stream and table."""
+
+
+def _now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+@dataclass(frozen=True, slots=True)
+class MissingRange:
+    """Bars ``from_open_time`` .. ``to_open_time`` (open times in ms, inclusive) are not stored."""
+
+    from_open_time: int
+    to_open_time: int
+    missing_bars: int
+
+    def to_json(self) -> dict[str, int]:
+        return {
+            "from_open_time": self.from_open_time,
+            "to_open_time": self.to_open_time,
+            "missing_bars": self.missing_bars,
+        }
+
+
+@dataclass(frozen=True)
+class ContinuityReport:
+    """The continuity of one stream over one window; see the module docstring."""
+
+    symbol: str
+    interval: str
+    #: the window asked for, ``[window_start_ms, window_end_ms)``
+    window_start_ms: int
+    window_end_ms: int
+    #: explicit window: leading and trailing holes are counted
+    bounded: bool
+    expected_bars: int
+    present_bars: int
+    #: every missing range (up to ``max_ranges``), ascending
+    missing: tuple[MissingRange, ...]
+    #: number of missing ranges, also when ``missing`` was cut at ``max_ranges``
+    gap_count: int
+    missing_bars: int
+    largest_gap_bars: int
+    first_open_time: int | None
+    last_open_time: int | None
+    elapsed_ms: float = 0.0
+
+    @property
+    def completeness_ratio(self) -> float | None:
+        """present / expected; None when nothing was expected (no closed bar in the window)."""
+        return self.present_bars / self.expected_bars if self.expected_bars else None
+
+    @property
+    def scanned_days(self) -> float:
+        return (self.window_end_ms - self.window_start_ms) / DAY_MS
+
+    def to_json(self) -> dict[str, Any]:
+        """The original scanner's output shape (``scripts/jobs/continuity_scan.py --json``)."""
+        days = self.scanned_days
+        return {
+            "symbol": self.symbol,
+            "interval": self.interval,
+            "scanned_days": int(days) if days == int(days) else round(days, 6),
+            "gap_count": self.gap_count,
+            "gaps": [m.to_json() for m in self.missing],
+            "completeness_ratio": self.completeness_ratio,
+            "expected_bars": self.expected_bars,
+            "present_bars": self.present_bars,
+            "largest_gap_bars": self.largest_gap_bars,
+        }
+
+
+def _range(lo: int, hi: int, step: int) -> MissingRange:
+    return MissingRange(lo, hi, (hi - lo) // step + 1)
+
+
+def scan(
+    client: Client,
+    symbol: str,
+    interval: str,
+    *,
+    days: float = 365,
+    start_ms: int | None = None,
+    end_ms: int | None = None,
+    now_ms: int | None = None,
+    max_ranges: int | None = None,
+) -> ContinuityReport:
+    """Continuity of ``symbol``/``interval`` over ``days`` ending now, or over ``[start_ms, end_ms)``.
+
+    ``now_ms`` is the clock (default: the wall clock) that decides which bars have closed and where
+    an implicit window ends. ``max_ranges`` caps the list of missing ranges (the counts stay exact).
+    Raises ContinuityError when ClickHouse refuses the query.
+    """
+    step = interval_ms(interval)
+    now = _now_ms() if now_ms is None else now_ms
+    bounded = start_ms is not None or end_ms is not None
+    end = now if end_ms is None else end_ms
+    start = end - int(days * DAY_MS) if start_ms is None else start_ms
+    lo = bucket_start(start + step - 1, interval)  # first aligned open time >= start
+    hi = bucket_start(min(end - 1, now - step), interval)  # last bar opening before end, closed by now
+    started = time.perf_counter()
+    if hi < lo:
+        row: Sequence[Any] = (0, 0, 0, 0, 0, 0, [])
+    else:
+        try:
+            row = client.query(
+                _SCAN_SQL,
+                parameters={
+                    "symbol": symbol,
+                    "interval": interval,
+                    "step": step,
+                    "lo": lo,
+                    "hi": hi,
+                    "n": _NO_LIMIT if max_ranges is None else max_ranges,
+                },
+            ).result_rows[0]
+        except Exception as exc:
+            raise ContinuityError(
+                f"continuity scan of {symbol}:{interval} on ohlcv_candles failed: {exc}"
+            ) from exc
+    present, first, last, gaps, missing, largest, holes = row
+    present = int(present)
+    interior = [_range(int(a), int(b), step) for a, b in holes]
+    gap_count, missing_bars, largest_gap = int(gaps), int(missing), int(largest)
+    first_t = int(first) if present else None
+    last_t = int(last) if present else None
+    if bounded:
+        expected = (hi - lo) // step + 1 if hi >= lo else 0
+        leading: list[MissingRange] = []
+        trailing: list[MissingRange] = []
+        if first_t is None or last_t is None:
+            leading = [_range(lo, hi, step)] if hi >= lo else []
+        else:
+            if first_t > lo:
+                leading = [_range(lo, first_t - step, step)]
+            if last_t < hi:
+                trailing = [_range(last_t + step, hi, step)]
+        edges = leading + trailing
+        gap_count += len(edges)
+        missing_bars += sum(m.missing_bars for m in edges)
+        largest_gap = max([largest_gap, *(m.missing_bars for m in edges)])
+        ranges = leading + interior + trailing
+        if max_ranges is not None:
+            ranges = ranges[:max_ranges]
+    else:
+        expected = (last_t - first_t) // step + 1 if first_t is not None and last_t is not None else 0
+        ranges = interior
+    report = ContinuityReport(
+        symbol=symbol,
+        interval=interval,
+        window_start_ms=start,
+        window_end_ms=end,
+        bounded=bounded,
+        expected_bars=expected,
+        present_bars=present,
+        missing=tuple(ranges),
+        gap_count=gap_count,
+        missing_bars=missing_bars,
+        largest_gap_bars=largest_gap,
+        first_open_time=first_t,
+        last_open_time=last_t,
+        elapsed_ms=(time.perf_counter() - started) * 1000,
+    )
+    logger.debug(
+        "continuity scan key=%s:%s days=%.2f bounded=%s expected=%d present=%d gaps=%d missing=%d ms=%.1f",
+        symbol, interval, report.scanned_days, bounded, expected, present, gap_count, missing_bars,
+        report.elapsed_ms,
+    )  # fmt: skip
+    return report
+
+
+# --- queueing missing ranges as gap segments --------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class MergedSegment:
+    """Segments (and a scanned range) merged into one, with the missing bars recounted."""
+
+    segment_id: int
+    segment_end: int
+    from_open_time: int
+    to_open_time: int
+    missing_bars: int
+    #: ids of the segments it replaces (state ``merged`` now), not counting its own id
+    replaced: tuple[int, ...]
+
+
+@dataclass(frozen=True)
+class QueueResult:
+    opened: tuple[MissingRange, ...] = ()
+    merged: tuple[MergedSegment, ...] = ()
+    #: ranges some segment already answers for
+    skipped: int = 0
+
+
+@dataclass
+class _Known:
+    """An existing segment, as queue_missing sees it."""
+
+    segment_id: int
+    segment_end: int
+    from_open_time: int
+    to_open_time: int
+    state: str
+    detected_at: int
+    missing_bars: int
+    mergeable: bool = field(default=False)
+
+
+def _uncovered(lo: int, hi: int, covers: list[tuple[int, int]], step: int) -> list[tuple[int, int]]:
+    """Parts of [lo, hi] (aligned open times) that none of ``covers`` (inclusive ranges) contains."""
+    out = []
+    cursor = lo
+    for a, b in sorted(covers):
+        if b < cursor:
+            continue
+        if a > hi:
+            break
+        if a > cursor:
+            out.append((cursor, min(a - step, hi)))
+        cursor = max(cursor, b + step)
+        if cursor > hi:
+            break
+    if cursor <= hi:
+        out.append((cursor, hi))
+    return out
+
+
+def queue_missing(client: Client, report: ContinuityReport, *, now_ms: int | None = None) -> QueueResult:
+    """Open gap segments (state ``open``) for the report's missing ranges no segment covers yet.
+
+    A segment covers the bars ``segment_id .. segment_end``; segments of any state count
+    (an ``exchange_gap`` is not re-opened, a ``repaired`` one is not doubted). For each range:
+
+    - no segment overlaps it: a new segment with ``segment_id = from_open_time`` = the first
+      missing open time, ``segment_end = to_open_time`` = the last, the range's missing bars,
+      ``detected_at``/``updated_at``/``version`` now;
+    - segments cover all of it: nothing;
+    - it overlaps segments but sticks out of them: when some overlapping segment is still plainly
+      ``open`` (no repair under way), the range and those segments merge into one segment over
+      their span. Its bars are recounted in ClickHouse (a scan of the span: what is stored there
+      now), never added up from the old segments' estimates, which may be stale; the merged
+      segment takes the span's first/last missing open time and the earliest ``detected_at``, and
+      the segments it replaces get state ``merged``. Otherwise (only repairing, failed, repaired
+      or exchange-gap segments overlap) the uncovered parts become new segments.
+
+    Running it twice on the same report opens nothing the second time.
+    """
+    from streams.backfill import segment_lifecycle
+
+    now = _now_ms() if now_ms is None else now_ms
+    if not report.missing:
+        return QueueResult()
+    step = interval_ms(report.interval)
+    known = [
+        _Known(
+            s.segment_id,
+            s.segment_end,
+            s.from_open_time,
+            s.to_open_time,
+            s.state,
+            s.detected_at,
+            s.missing_bars,
+            mergeable=s.state == "open" and s.topology_state == "open",
+        )
+        for s in segment_lifecycle(client, report.symbol, report.interval)
+        if s.state != "merged"
+    ]
+    rows: list[list[Any]] = []
+    opened: list[MissingRange] = []
+    merged: list[MergedSegment] = []
+    skipped = 0
+
+    def open_row(sid: int, end: int, frm: int, to: int, missing: int, detected: int, state: str) -> None:
+        rows.append(
+            [report.symbol, report.interval, sid, end, frm, to, missing, state, detected, None, now, now]
+        )
+
+    for rng in report.missing:
+        lo, hi = rng.from_open_time, rng.to_open_time
+        overlapping = [k for k in known if k.segment_id <= hi and k.segment_end >= lo]
+        if not overlapping:
+            open_row(lo, hi, lo, hi, rng.missing_bars, now, "open")
+            opened.append(rng)
+            known.append(_Known(lo, hi, lo, hi, "open", now, rng.missing_bars, mergeable=True))
+            continue
+        pieces = _uncovered(lo, hi, [(k.segment_id, k.segment_end) for k in overlapping], step)
+        if not pieces:
+            skipped += 1
+            continue
+        mergeable = [k for k in overlapping if k.mergeable]
+        if not mergeable:
+            for a, b in pieces:
+                piece = _range(a, b, step)
+                open_row(a, b, a, b, piece.missing_bars, now, "open")
+                opened.append(piece)
+                known.append(_Known(a, b, a, b, "open", now, piece.missing_bars, mergeable=True))
+            continue
+        span_lo = min([lo, *(k.from_open_time for k in mergeable)])
+        span_hi = max([hi, *(k.to_open_time for k in mergeable)])
+        recount = scan(
+            client, report.symbol, report.interval, start_ms=span_lo, end_ms=span_hi + step,
+            now_ms=max(now, span_hi + 2 * step),
+        )  # fmt: skip
+        if not recount.missing:  # filled meanwhile: nothing to merge into
+            skipped += 1
+            continue
+        first, last = recount.missing[0].from_open_time, recount.missing[-1].to_open_time
+        detected = min(k.detected_at for k in mergeable)
+        replaced = tuple(k.segment_id for k in mergeable if k.segment_id != first)
+        for k in mergeable:
+            if k.segment_id != first:
+                rows.append([
+                    report.symbol, report.interval, k.segment_id, k.segment_end, k.from_open_time,
+                    k.to_open_time, k.missing_bars, "merged", k.detected_at, None, now, now,
+                ])  # fmt: skip
+                known.remove(k)
+        missing = recount.expected_bars - recount.present_bars
+        open_row(first, last, first, last, missing, detected, "open")
+        merged.append(MergedSegment(first, last, first, last, missing, replaced))
+        known[:] = [k for k in known if k.segment_id != first]
+        known.append(_Known(first, last, first, last, "open", detected, missing, mergeable=True))
+    if rows:
+        try:
+            client.insert("gap_segments", rows, column_names=_SEGMENT_COLUMNS)
+        except Exception as exc:
+            raise ContinuityError(
+                f"writing {len(rows)} {report.symbol}:{report.interval} rows to gap_segments failed: {exc}"
+            ) from exc
+    logger.info(
+        "continuity queue key=%s:%s opened=%d merged=%d skipped=%d",
+        report.symbol, report.interval, len(opened), len(merged), skipped,
+    )  # fmt: skip
+    return QueueResult(opened=tuple(opened), merged=tuple(merged), skipped=skipped)
+
+
+# --- the periodic scan and its gauges ---------------------------------------------------------
+
+
+def update_gauges(report: ContinuityReport, window: str) -> None:
+    """Set ``ohlcv_completeness_ratio`` and ``ohlcv_missing_bars`` for one window label."""
+    ratio = report.completeness_ratio
+    COMPLETENESS.labels(report.symbol, report.interval, window).set(float("nan") if ratio is None else ratio)
+    MISSING_BARS.labels(report.symbol, report.interval, window).set(report.missing_bars)
+
+
+def count_waiting_segments(client: Client, symbol: str, interval: str) -> int:
+    """Segments of the stream whose effective state still waits for a repair."""
+    from streams.backfill import segment_lifecycle
+
+    return len(segment_lifecycle(client, symbol, interval, states=WAITING_STATES))
+
+
+class ContinuityScheduler(threading.Thread):
+    """Scans every stream over each window every ``every_s`` seconds and updates the gauges.
+
+    A daemon thread; ``stop()`` (or setting ``stop_event``) ends it within one wait. The first
+    scan runs at once. With ``queue_missing`` the longest window's missing ranges are queued as
+    gap segments for the orchestrator (``queue_missing()``). A failed scan is logged and retried
+    at the next tick: the gauges keep their last values meanwhile. ``client`` is used by this
+    thread only.
+    """
+
+    def __init__(
+        self,
+        client: Client,
+        streams: Sequence[tuple[str, str]],
+        *,
+        every_s: float = 300.0,
+        windows_days: Sequence[int] = DEFAULT_WINDOWS_DAYS,
+        queue_missing: bool = False,
+        stop_event: threading.Event | None = None,
+        clock_ms: Callable[[], int] = _now_ms,
+    ) -> None:
+        super().__init__(name="continuity-scheduler", daemon=True)
+        if every_s <= 0:
+            raise ValueError(f"every_s must be positive, got {every_s}")
+        self.client = client
+        self.streams = list(streams)
+        self.every_s = every_s
+        self.windows_days = tuple(windows_days)
+        self.queue = queue_missing
+        self.stop_event = stop_event or threading.Event()
+        self.clock_ms = clock_ms
+        self.cycles = 0
+        self.last_reports: list[ContinuityReport] = []
+
+    def scan_all(self) -> list[ContinuityReport]:
+        """One cycle: every stream x window; returns the reports (longest window last per stream)."""
+        now = self.clock_ms()
+        reports: list[ContinuityReport] = []
+        for symbol, interval in self.streams:
+            for days in sorted(self.windows_days):
+                report = scan(self.client, symbol, interval, days=days, now_ms=now)
+                update_gauges(report, f"{days}d")
+                reports.append(report)
+            if self.queue and reports:
+                queue_missing(self.client, reports[-1], now_ms=now)
+            OPEN_SEGMENTS.labels(symbol, interval).set(count_waiting_segments(self.client, symbol, interval))
+        self.cycles += 1
+        self.last_reports = reports
+        return reports
+
+    def run(self) -> None:
+        while not self.stop_event.is_set():
+            try:
+                self.scan_all()
+            except (ContinuityError, ClickHouseUnavailableError) as exc:
+                logger.warning("continuity scan cycle failed, retrying in %.0fs: %s", self.every_s, exc)
+            if self.stop_event.wait(self.every_s):
+                return
+
+    def stop(self, timeout_s: float | None = 10.0) -> None:
+        self.stop_event.set()
+        if self.is_alive():
+            self.join(timeout_s)
