@@ -12,6 +12,7 @@ REPO = Path(__file__).resolve().parent.parent
 BENCHES = [
     ("Bulk import into chDB", ["bench.bulk_import"]),
     ("Topology throughput vs raw consume", ["bench.topology"]),
+    ("Continuity scan per symbol-year", ["bench.continuity_scan"]),
     ("API: REST recent latency and WebSocket fan-out", ["bench.api_bench"]),
 ]
 
@@ -30,7 +31,9 @@ def main() -> None:
         if not (REPO / "bench" / f"{module[0].split('.')[-1]}.py").exists():
             continue
         print(f"== {title}", flush=True)
-        proc = subprocess.run([sys.executable, "-m", *module], cwd=REPO, capture_output=True, text=True, check=False)
+        proc = subprocess.run(
+            [sys.executable, "-m", *module], cwd=REPO, capture_output=True, text=True, check=False
+        )
         out = proc.stdout.strip() or proc.stderr.strip()[-2000:]
         print(out, flush=True)
         lines += [f"## {title}", "", "```", out, "```", ""]

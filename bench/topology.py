@@ -38,7 +38,9 @@ def _candles(n: int) -> list:  # type: ignore[type-arg]
     out = []
     k = 0
     while len(out) < n:
-        out.extend(replace(c, open_time=c.open_time + k * span, close_time=c.close_time + k * span) for c in base)
+        out.extend(
+            replace(c, open_time=c.open_time + k * span, close_time=c.close_time + k * span) for c in base
+        )
         k += 1
     return out[:n]
 

@@ -63,9 +63,9 @@ def production_settings(command: str) -> Settings:
 
 def init_command() -> None:
     """Apply ClickHouse migrations and create missing topics, then exit (the compose `init` service)."""
-    from ohlcv.infra.broker import wait_for_broker  # noqa: PLC0415 - deferred: `ohlcv --help` stays fast
-    from ohlcv.infra.clickhouse import make_client, migrate  # noqa: PLC0415 - deferred: `ohlcv --help` stays fast
-    from ohlcv.infra.kafka import ensure_topics  # noqa: PLC0415 - deferred: `ohlcv --help` stays fast
+    from ohlcv.infra.broker import wait_for_broker
+    from ohlcv.infra.clickhouse import make_client, migrate
+    from ohlcv.infra.kafka import ensure_topics
 
     settings = production_settings("init")
     client = make_client(settings.clickhouse_dsn)
@@ -88,9 +88,9 @@ def init_command() -> None:
 @run_app.command("api")
 def run_api() -> None:
     """Serve the REST/WebSocket API (and its /metrics) on API_HOST:API_PORT."""
-    import uvicorn  # noqa: PLC0415 - deferred: `ohlcv --help` stays fast
+    import uvicorn
 
-    from api.main import create_app  # noqa: PLC0415 - deferred: `ohlcv --help` stays fast
+    from api.main import create_app
 
     settings = production_settings("run api")
     _setup_logging()
@@ -133,7 +133,7 @@ def service_main(module: str, what: str) -> Callable[[Settings], None]:
 def _serve_metrics(port: int) -> None:
     if port == 0:
         return
-    from prometheus_client import start_http_server  # noqa: PLC0415 - deferred: `ohlcv --help` stays fast
+    from prometheus_client import start_http_server
 
     try:
         start_http_server(port)

@@ -6,6 +6,9 @@
 - Live: the XRP dump's last day is replayed onto the raw kline topic as a live market, one
   market minute per second by default (DEMO_SPEED), with in-progress updates before each close,
   so the API and the WebSocket show partial updates, closes, appends and resampled candles.
+- Five live minutes are withheld: the topology detects the gap and the gap orchestrator repairs
+  it from a local fake Binance REST serving the same sample (there is no internet here); the
+  continuity scan also queues the dump's two real exchange outages, which end as exchange_gap.
 - A status line every few seconds: candles stored, open gaps, lag of the newest event.
 """
 
@@ -28,6 +31,26 @@ DEMO_SYMBOLS = ["XRPUSDT", "LINKUSDT", "AVAXUSDT", "NEARUSDT"]
 LIVE_MS = 86_400_000  # the last day of the dump is the "live" market
 
 
+def start_fake_binance_rest(services: object) -> None:
+    """No internet here: the orchestrator repairs from a local fake Binance REST that serves the
+    bundled sample with Binance's real protocol. Its URLs replace the configured ones."""
+    from ohlcv.fake_binance import Datasets, FakeBinance, Playback
+    from ohlcv.services import Services
+
+    assert isinstance(services, Services)
+    fake = FakeBinance(Datasets.from_data_dir(DATA), playback=Playback(autostart=False))
+    urls = fake.start()
+    stack = services.stack
+    stack.settings = stack.settings.model_copy(
+        update={"binance_spot_rest_url": urls.spot_rest, "binance_usdm_rest_url": urls.usdm_rest,
+                "continuity_queue_missing": True, "continuity_scan_interval_s": 10.0}
+    )  # fmt: skip
+    services.stoppers.append(fake.stop)
+    print(
+        f"binance     fake REST {urls.spot_rest} (serves the bundled sample; gap repairs use it)", flush=True
+    )
+
+
 def start_demo(services: object, stop: threading.Event) -> None:
     from ohlcv.services import Services
     from sinks.clickhouse_bulk import insert_candles, load_files
@@ -42,7 +65,10 @@ def start_demo(services: object, stop: threading.Event) -> None:
     xrp = list(read_candles(XRP_DUMP))
     split = xrp[-1].open_time - LIVE_MS
     history = [c for c in xrp if c.open_time <= split]
-    live = [c for c in xrp if c.open_time > split]
+    # five minutes the "websocket" loses ten minutes in: the topology sees the gap, the
+    # orchestrator repairs it from the fake REST, gap_repaired follows
+    lost = range(split + 10 * 60_000, split + 15 * 60_000)
+    live = [c for c in xrp if c.open_time > split and c.open_time not in lost]
     n = insert_candles(client, history)
     print(
         f"history     {loaded.inserted + n:,} candles bulk-loaded "

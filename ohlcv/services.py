@@ -112,12 +112,61 @@ def _stop_on(stop: threading.Event, services: Services, stopper: Callable[[], No
     stopper()
 
 
+def _start_continuity(services: Services) -> None:
+    """The scheduled continuity scan and, when enabled, the gap orchestrator (threads)."""
+    from ohlcv.infra.clickhouse import make_client
+    from streams.backfill import BackfillConfig, Orchestrator
+    from streams.continuity import ContinuityScheduler
+
+    settings = services.stack.settings
+    streams = [(s, iv) for s in settings.symbols for iv in settings.all_intervals]
+    scheduler = ContinuityScheduler(
+        make_client(settings.clickhouse_dsn),
+        streams,
+        every_s=settings.continuity_scan_interval_s,
+        queue_missing=settings.continuity_queue_missing,
+    )
+    scheduler.start()
+    services.threads.append(scheduler)
+    services.stoppers.append(scheduler.stop)
+    if not settings.backfill_enabled:
+        return
+    orchestrator = Orchestrator(
+        make_client(settings.clickhouse_dsn),
+        rest_urls={"spot": settings.binance_spot_rest_url, "usdm": settings.binance_usdm_rest_url},
+        broker_address=services.stack.broker_address,
+        config=BackfillConfig(
+            poll_interval_s=settings.backfill_poll_interval_s,
+            concurrency=settings.backfill_concurrency,
+            intervals=tuple(settings.intervals),
+            default_market=settings.binance_market,
+        ),
+    )
+    orch_stop = threading.Event()
+
+    def _stop_orchestrator() -> None:
+        orch_stop.set()
+
+    def _run_orchestrator() -> None:
+        try:
+            orchestrator.run(orch_stop)
+        finally:
+            orchestrator.close()
+
+    services.spawn("gap-orchestrator", _run_orchestrator, _stop_orchestrator)
+
+
 @contextlib.contextmanager
 def start_services(stack: Stack, *, demo: bool, stop: threading.Event) -> Iterator[Services]:
     services = Services(stack=stack)
     try:
+        if demo:
+            from ohlcv.demo import start_fake_binance_rest
+
+            start_fake_binance_rest(services)
         _start_api(services)
         _start_topologies(services)
+        _start_continuity(services)
         if demo:
             from ohlcv.demo import start_demo
 

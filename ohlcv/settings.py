@@ -55,6 +55,13 @@ class Settings(BaseSettings):
     binance_spot_rest_url: str = "https://api.binance.com"
     binance_usdm_rest_url: str = "https://fapi.binance.com"
 
+    # --- continuity and repair -----------------------------------------------------------
+    backfill_enabled: bool = Field(default=True, description="BACKFILL_ENABLED: repair gaps from REST")
+    backfill_concurrency: int = Field(default=4, ge=1, le=64)
+    backfill_poll_interval_s: float = Field(default=1.0, gt=0)
+    continuity_scan_interval_s: float = Field(default=300.0, gt=0)
+    continuity_queue_missing: bool = Field(default=False, description="scans open segments for holes")
+
     # --- API -----------------------------------------------------------------------------
     api_key: SecretStr = SecretStr("dev-key")
     api_host: str = "127.0.0.1"

@@ -31,7 +31,9 @@ def produce(
 ) -> int:
     import orjson
 
-    p = Producer({"bootstrap.servers": broker, "enable.idempotence": True, "linger.ms": 20})
+    # murmur2: the partitioner of Quix and of every producer of ours, so keys keep one partition
+    p = Producer({"bootstrap.servers": broker, "enable.idempotence": True, "linger.ms": 20,
+                  "partitioner": "murmur2"})  # fmt: skip
     n = 0
     for c in candles:
         if isinstance(c, tuple):
