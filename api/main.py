@@ -1,32 +1,143 @@
-"""Builds the FastAPI application. Routes live in api/routes/<resource>.py."""
+"""Builds the FastAPI application. Routes live in api/routes/<resource>.py.
+
+Public: ``/healthz``, ``/api/version``, ``/metrics``, ``/docs``, ``/openapi.json``. Everything
+under ``/api/ohlcv/``, ``/ws/ohlcv`` and ``/health/extended`` needs the API key.
+
+Statuses: 400 contradictory parameters (both history cursors); 401 no API key; 403 wrong key;
+404 a symbol or interval this deployment does not serve (the message names it); 422 a malformed
+parameter (``detail`` as FastAPI, plus one-line ``message``); 503 ClickHouse unavailable. A 500
+is a bug; it still answers JSON with the request id. WebSocket close codes: ``api.streaming``.
+
+Nothing connects at import or in ``create_app``: the lifespan opens the ClickHouse client pool
+(``make_client(settings.clickhouse_dsn)`` unless a factory is given) and creates the live event
+hub, whose Kafka consumer starts with the first WebSocket client.
+"""
 
 from __future__ import annotations
 
-import uuid
-from collections.abc import Awaitable, Callable
+import functools
+import logging
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from typing import Any
 
-from fastapi import FastAPI, Request, Response
+import anyio
+from clickhouse_connect.driver.client import Client
+from fastapi import FastAPI, Request
+from fastapi.encoders import jsonable_encoder
+from fastapi.exceptions import RequestValidationError
+from fastapi.openapi.utils import get_openapi
+from fastapi.responses import JSONResponse
+from pydantic import TypeAdapter
 
 import ohlcv
-from api.routes import health
+from api.coalesce import Coalescer
+from api.errors import StoreUnavailableError
+from api.fanout import EventHub
+from api.middleware import RequestContextMiddleware
+from api.models import WsSnapshot
+from api.queries import CandleQueries, ClientPool
+from api.routes import health, metrics, ws
+from api.routes import ohlcv as ohlcv_routes
+from ohlcv.errors import ClickHouseUnavailableError
+from ohlcv.infra.broker import EMBEDDED_CONSUMER_CONFIG
+from ohlcv.infra.clickhouse import make_client
 from ohlcv.settings import Settings
+from schemas.events import CandleEvent
+from schemas.topics import CANDLE_EVENTS
+
+logger = logging.getLogger(__name__)
+
+DESCRIPTION = """Binance candles you can trust: recent, history, delta, gaps, and a live WebSocket.
+
+Times are ms since epoch (UTC). Send the API key in `X-API-Key`.
+
+**WebSocket `/ws/ohlcv?symbol=&interval=[&since_seq=][&limit=][&api_key=]`**: first a
+`WsSnapshot` (recent closed candles and `seq`, the last event it includes), then every
+`CandleEvent` with a higher seq, in order, exactly once. Reconnect with `since_seq` = the last
+seq applied to get exactly the events after it (or a fresh snapshot with a `reason` when they
+are no longer stored). Close codes: 4401 no key, 4403 wrong key or stream not served, 4422
+malformed parameter, 4408 the client read too slowly (resume with since_seq), 1013 try again
+later (ClickHouse unavailable, or missed events not stored in time; resume with since_seq).
+"""
 
 
-def create_app(settings: Settings, *, broker_address: str = "") -> FastAPI:
+def create_app(
+    settings: Settings,
+    *,
+    broker_address: str = "",
+    clickhouse_client_factory: Callable[[], Client] | None = None,
+    events_topic: str = CANDLE_EVENTS.name,
+    ws_queue_max: int = 1024,
+    clickhouse_pool_size: int = 4,
+) -> FastAPI:
+    """The API app.
+
+    ``ws_queue_max`` bounds each WebSocket client's send queue (overflow: close 4408); keep it
+    above the fan-out's batch (``api.fanout._BATCH`` = 256 events handed over at once).
+    """
+    factory = clickhouse_client_factory or functools.partial(make_client, settings.clickhouse_dsn)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        pool = ClientPool(factory, size=clickhouse_pool_size)
+        await anyio.to_thread.run_sync(pool.warm)
+        consumer_config: dict[str, Any] = dict(EMBEDDED_CONSUMER_CONFIG) if settings.embedded_broker else {}
+        hub = EventHub(broker_address, events_topic, consumer_config=consumer_config)
+        app.state.queries = CandleQueries(pool)
+        app.state.reads = Coalescer()
+        app.state.hub = hub
+        try:
+            yield
+        finally:
+            await hub.stop()
+            await anyio.to_thread.run_sync(pool.close)
+
     app = FastAPI(
-        title="OHLCV candle platform",
-        version=ohlcv.__version__,
-        description="Binance candles you can trust: recent, history, delta, gaps, and a live WebSocket.",
+        title="OHLCV candle platform", version=ohlcv.__version__, description=DESCRIPTION, lifespan=lifespan
     )
     app.state.settings = settings
     app.state.broker_address = broker_address
-
-    @app.middleware("http")
-    async def request_id(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
-        rid = request.headers.get("x-request-id") or uuid.uuid4().hex
-        response = await call_next(request)
-        response.headers["X-Request-ID"] = rid
-        return response
-
+    app.state.ws_queue_max = ws_queue_max
+    app.add_middleware(RequestContextMiddleware)
+    app.add_exception_handler(ClickHouseUnavailableError, _store_unavailable)
+    app.add_exception_handler(RequestValidationError, _invalid_request)
     app.include_router(health.router)
+    app.include_router(metrics.router)
+    app.include_router(ohlcv_routes.router)
+    app.include_router(ws.router)
+    app.openapi = functools.partial(_openapi, app)  # type: ignore[method-assign]
     return app
+
+
+async def _store_unavailable(request: Request, exc: Exception) -> JSONResponse:
+    logger.warning("503 path=%s: %s", request.url.path, exc)
+    detail = str(exc) if isinstance(exc, StoreUnavailableError) else f"ClickHouse is unavailable: {exc}"
+    return JSONResponse({"detail": detail}, status_code=503)
+
+
+async def _invalid_request(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, RequestValidationError)
+    errors = exc.errors()
+    parts = []
+    for e in errors:
+        loc = ".".join(str(p) for p in e.get("loc", ())[1:]) or "request"
+        given = f" (got {e['input']!r})" if "input" in e and not isinstance(e["input"], dict) else ""
+        parts.append(f"{loc}: {e.get('msg', 'invalid')}{given}")
+    return JSONResponse({"detail": jsonable_encoder(errors), "message": "; ".join(parts)}, status_code=422)
+
+
+def _openapi(app: FastAPI) -> dict[str, Any]:
+    """The generated schema, plus the WebSocket messages (``WsSnapshot``, ``CandleEvent``) as components."""
+    if app.openapi_schema:
+        return app.openapi_schema
+    schema = get_openapi(title=app.title, version=app.version, description=app.description, routes=app.routes)
+    components = schema.setdefault("components", {}).setdefault("schemas", {})
+    ref = "#/components/schemas/{model}"
+    for name, adapter in (("WsSnapshot", TypeAdapter(WsSnapshot)), ("CandleEvent", TypeAdapter(CandleEvent))):
+        js = adapter.json_schema(ref_template=ref, mode="serialization")
+        for dname, d in js.pop("$defs", {}).items():
+            components.setdefault(dname, d)
+        components.setdefault(name, js)
+    app.openapi_schema = schema
+    return schema

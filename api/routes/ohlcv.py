@@ -1,0 +1,162 @@
+"""REST candle routes under ``/api/ohlcv`` (API key required): recent, meta, history, delta,
+gaps/status. Thin: validation in the signature, reads in ``api.queries``."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, HTTPException, Query
+
+from api.deps import ApiKeyDep, QueriesDep, ReadsDep, StreamDep
+from api.metrics import DELTA_REQUESTS
+from api.models import (
+    DeltaResponse,
+    ErrorResponse,
+    GapState,
+    GapStatusResponse,
+    HistoryResponse,
+    MetaResponse,
+    RecentResponse,
+)
+
+MAX_LIMIT = 1000
+MAX_DELTA_LIMIT = 5000
+#: the last millisecond ClickHouse DateTime64(3) holds (2299-12-31T23:59:59.999Z)
+MAX_TIME_MS = 10_413_791_999_999
+
+ERRORS: dict[int | str, dict[str, Any]] = {
+    401: {"model": ErrorResponse, "description": "no API key (X-API-Key)"},
+    403: {"model": ErrorResponse, "description": "wrong API key"},
+    404: {"model": ErrorResponse, "description": "symbol or interval not served by this deployment"},
+    503: {"model": ErrorResponse, "description": "ClickHouse is unavailable"},
+}
+
+router = APIRouter(prefix="/api/ohlcv", tags=["ohlcv"], dependencies=[ApiKeyDep], responses=ERRORS)
+
+Limit = Annotated[
+    int,
+    Query(ge=1, le=MAX_LIMIT, description=f"candles per answer, 1..{MAX_LIMIT}; more is refused with 422"),
+]
+
+
+@router.get("/recent", response_model=RecentResponse)
+async def recent(
+    st: StreamDep,
+    queries: QueriesDep,
+    reads: ReadsDep,
+    limit: Limit = 100,
+    include_open: Annotated[
+        bool, Query(description="false: closed candles only; true: the candle in progress may be the last")
+    ] = True,
+) -> RecentResponse:
+    """The newest ``limit`` candles, ascending by open_time."""
+    # the hot, most-polled read: identical concurrent calls share one query (api.coalesce)
+    candles = await reads.read(
+        ("recent", st.key, limit, include_open), queries.recent, st, limit, include_open
+    )
+    return RecentResponse.model_validate(
+        {"symbol": st.symbol, "interval": st.interval, "count": len(candles), "candles": candles}
+    )
+
+
+@router.get("/meta", response_model=MetaResponse)
+def meta(
+    st: StreamDep,
+    queries: QueriesDep,
+    sample_for_gap: Annotated[
+        int, Query(ge=1, le=1_000_000, description="how many of the newest closed candles to sample")
+    ] = 2000,
+) -> MetaResponse:
+    """Span and count of the stored closed candles; completeness and the largest gap over the sample.
+
+    ``completeness_percent`` keeps the original name but is a ratio in [0, 1]: sampled candles
+    divided by the bar slots between the oldest and the newest sampled candle (null without
+    data). ``largest_gap_bars`` is the longest run of missing bars inside the sample.
+    """
+    m = queries.meta(st, sample_for_gap)
+    return MetaResponse(
+        symbol=st.symbol,
+        interval=st.interval,
+        earliest_open_time=m["earliest_open_time"],
+        latest_open_time=m["latest_open_time"],
+        count=m["count"],
+        sample_for_gap=sample_for_gap,
+        sample_bars=m["sample_bars"],
+        expected_bars=m["expected_bars"],
+        completeness_percent=m["completeness"],
+        completeness_ratio=m["completeness"],
+        largest_gap_bars=m["largest_gap_bars"],
+    )
+
+
+@router.get(
+    "/history",
+    response_model=HistoryResponse,
+    responses={400: {"model": ErrorResponse, "description": "both cursors given"}},
+)
+def history(
+    st: StreamDep,
+    queries: QueriesDep,
+    limit: Limit = 500,
+    before_open_time: Annotated[
+        int | None,
+        Query(ge=0, le=MAX_TIME_MS, description="page of the closed candles opening before this (ms)"),
+    ] = None,
+    after_open_time: Annotated[
+        int | None,
+        Query(ge=0, le=MAX_TIME_MS, description="page of the closed candles opening after this (ms)"),
+    ] = None,
+) -> HistoryResponse:
+    """Cursor paging over closed candles, ascending within a page.
+
+    No cursor: the newest page. Walk back with ``next_before_open_time`` or forward with
+    ``next_after_open_time`` until it is null; each stored candle is returned exactly once.
+    """
+    if before_open_time is not None and after_open_time is not None:
+        raise HTTPException(
+            400, "before_open_time and after_open_time are mutually exclusive: pass one cursor"
+        )
+    candles, more = queries.history(st, limit, before_open_time, after_open_time)
+    forward = after_open_time is not None
+    return HistoryResponse.model_validate({
+        "symbol": st.symbol, "interval": st.interval, "count": len(candles), "candles": candles,
+        "next_before_open_time": candles[0]["open_time"] if candles and more and not forward else None,
+        "next_after_open_time": candles[-1]["open_time"] if candles and more and forward else None,
+    })  # fmt: skip
+
+
+@router.get("/delta", response_model=DeltaResponse)
+def delta(
+    st: StreamDep,
+    queries: QueriesDep,
+    since: Annotated[
+        int, Query(ge=0, description="open_time (ms) of the last closed candle the client holds")
+    ],
+    limit: Annotated[
+        int, Query(ge=1, le=MAX_DELTA_LIMIT, description="most candles and most repairs")
+    ] = 1000,
+) -> DeltaResponse:
+    """What changed since ``since``: closed candles from one interval before it (the overlap
+    lets the client re-check its last candle) and candles repaired since then."""
+    candles, repairs, truncated = queries.delta(st, since, limit)
+    DELTA_REQUESTS.labels(st.symbol, st.interval, "true" if truncated else "false").inc()
+    return DeltaResponse.model_validate({
+        "symbol": st.symbol, "interval": st.interval, "since": since, "candles": candles,
+        "repairs": repairs, "truncated": truncated,
+    })  # fmt: skip
+
+
+@router.get("/gaps/status", response_model=GapStatusResponse)
+def gaps_status(
+    st: StreamDep,
+    queries: QueriesDep,
+    state: Annotated[GapState | None, Query(description="only segments in this state")] = None,
+    limit: Annotated[int, Query(ge=1, le=10_000, description="newest segments to return")] = 1000,
+) -> GapStatusResponse:
+    """Gap segments of the stream (``gap_segments`` FINAL), ascending by segment_id."""
+    segments = queries.gap_segments(st, limit, state)
+    open_count, open_missing = queries.open_gaps([st.symbol], [st.interval])
+    return GapStatusResponse.model_validate({
+        "symbol": st.symbol, "interval": st.interval, "open_segments": open_count,
+        "open_missing_bars": open_missing, "segments": segments,
+    })  # fmt: skip
