@@ -184,13 +184,7 @@ class CandleStateMachine:
             out.append(self._event(c, meta, now, append))
         elif t > last:
             if t > last + step:
-                seg = [last + step, last + step, t - step, now, t - step]
-                self._add_segment(meta, seg)
-                out.append(self._event(c, meta, now, {
-                    "type": "gap_detected", "segment_id": seg[0], "from_open_time": seg[1],
-                    "to_open_time": seg[2], "missing_bars": (seg[2] - seg[1]) // step + 1,
-                }))  # fmt: skip
-                out.append(self._segment_row(c, seg, "open", now, step))
+                out.extend(self._open_gap(c, meta, now, step, last + step, t - step))
             meta["last"] = t
             if meta.get("partial") and meta["partial"][0] <= t:
                 meta["partial"] = None
@@ -200,13 +194,7 @@ class CandleStateMachine:
             append["late"] = True
             if t < first:
                 if t < first - step:
-                    seg = [t + step, t + step, first - step, now, first - step]
-                    self._add_segment(meta, seg)
-                    out.append(self._event(c, meta, now, {
-                        "type": "gap_detected", "segment_id": seg[0], "from_open_time": seg[1],
-                        "to_open_time": seg[2], "missing_bars": (seg[2] - seg[1]) // step + 1,
-                    }))  # fmt: skip
-                    out.append(self._segment_row(c, seg, "open", now, step))
+                    out.extend(self._open_gap(c, meta, now, step, t + step, first - step))
                 meta["first"] = t
                 out.append(self._event(c, meta, now, append))
             else:
@@ -214,6 +202,18 @@ class CandleStateMachine:
                 out.extend(self._fill(c, meta, now, step))
         state.set(META, meta)
         return out
+
+    def _open_gap(
+        self, c: Candle, meta: dict[str, Any], now: int, step: int, frm: int, to: int
+    ) -> list[dict[str, Any]]:
+        """A new segment for the missing bars ``frm .. to``: gap_detected and its row."""
+        seg = [frm, frm, to, now, to]
+        self._add_segment(meta, seg)
+        event = self._event(c, meta, now, {
+            "type": "gap_detected", "segment_id": frm, "from_open_time": frm, "to_open_time": to,
+            "missing_bars": (to - frm) // step + 1,
+        })  # fmt: skip
+        return [event, self._segment_row(c, seg, "open", now, step)]
 
     def _partial_close(self, c: Candle, now: int) -> dict[str, Any]:
         return {"type": "partial_close", "candle": candle_out(c), "latency_ms": max(0, now - c.close_time)}
