@@ -96,20 +96,35 @@ def _start_topologies(services: Services) -> None:
     def _main_loop(stop: threading.Event) -> None:
         if stop.is_set():
             return
-        watcher = threading.Thread(target=_stop_on, args=(stop, services, app.stop), daemon=True)
+        # Signals stay with run_stack's handler (it sets ``stop``); the watcher turns that into
+        # app.stop(), repeated until run() ends. Quix's own handlers would replace ours, and a
+        # Ctrl-C landing between their installation and run() marking itself running is lost.
+        app._setup_signal_handlers = lambda: None  # type: ignore[method-assign]
+        done = threading.Event()
+        watcher = threading.Thread(target=_stop_on, args=(stop, done, services, app.stop), daemon=True)
         watcher.start()
-        app.run()
-        stop.set()
+        try:
+            app.run()
+        finally:
+            done.set()
+            stop.set()
 
     services.main_loop = _main_loop
 
 
-def _stop_on(stop: threading.Event, services: Services, stopper: Callable[[], None]) -> None:
-    """Stop the main loop when asked to, or when a service thread failed."""
+def _stop_on(
+    stop: threading.Event, done: threading.Event, services: Services, stopper: Callable[[], None]
+) -> None:
+    """Stop the main loop when asked to, or when a service thread failed.
+
+    A stop that lands before ``app.run()`` has started (a Ctrl-C during start-up) would be
+    forgotten by it, so the request is repeated until the loop has really ended."""
     while not stop.wait(0.5):
         if services.failed:
             break
-    stopper()
+    while not done.is_set():
+        stopper()
+        done.wait(0.5)
 
 
 def _start_continuity(services: Services) -> None:

@@ -43,9 +43,6 @@ _PR_SET_PDEATHSIG = 1
 def _die_with_parent() -> None:  # runs in the child between fork and exec
     libc = ctypes.CDLL("libc.so.6", use_errno=True)
     libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
-    # a Ctrl-C in the terminal goes to the whole foreground group; the parent stops the
-    # broker itself after flushing, so the broker ignores that SIGINT
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
 def free_port(host: str = "127.0.0.1") -> int:
@@ -132,6 +129,10 @@ class EmbeddedBroker:
             self.process = subprocess.Popen(
                 cmd, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                 preexec_fn=_die_with_parent,  # noqa: PLW1509 - prctl must run in the child
+                # its own process group: a terminal Ctrl-C (SIGINT to the foreground group) must
+                # not reach the broker, which would exit under the pipeline's feet; the parent
+                # stops it after flushing, and PR_SET_PDEATHSIG if the parent dies
+                start_new_session=True,
                 env={**os.environ, "RUST_LOG": os.environ.get("TANSU_LOG", "warn")},
             )  # fmt: skip
         finally:
