@@ -106,6 +106,7 @@ from websockets.http11 import Request as WsRequest
 from websockets.http11 import Response as WsResponse
 
 from schemas.intervals import BINANCE_INTERVALS, interval_ms
+from streams.binance_rest import klines_weight  # Binance's weight rules, one copy
 
 logger = logging.getLogger(__name__)
 
@@ -119,19 +120,6 @@ MAX_INCOMING_PER_S: dict[FakeMarket, int] = {"spot": 5, "usdm": 10}
 WEIGHT_HEADER = "X-MBX-USED-WEIGHT-1M"
 MAX_STREAMS_PER_CONNECTION = 1024
 DAY_S = 86_400.0
-
-
-def klines_weight(market: str, limit: int) -> int:
-    """Request weight of one klines call: spot 2; futures 1/2/5/10 for limit <100/<500/≤1000/more."""
-    if market == "spot":
-        return 2
-    if limit < 100:
-        return 1
-    if limit < 500:
-        return 2
-    if limit <= 1000:
-        return 5
-    return 10
 
 
 def kline_stream(symbol: str, interval: str) -> str:

@@ -57,7 +57,6 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import orjson
 from prometheus_client import Counter, Gauge, start_http_server
-from quixstreams.models.topics import Topic
 from quixstreams.sources import Source
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake
@@ -65,9 +64,10 @@ from websockets.exceptions import ConnectionClosed, InvalidHandshake
 from schemas.intervals import interval_ms
 from schemas.klines import Candle, MalformedKlineError, candle_from_raw, stream_key
 from schemas.topics import DEAD_LETTER, RAW_KLINES
+from streams.raw_source import RawTopicSourceMixin
 
 if TYPE_CHECKING:
-    from quixstreams import Application
+    pass
 
 logger = logging.getLogger(__name__)
 
@@ -600,7 +600,7 @@ class KlineStreamClient:
         self._on_record(DeadLetterRecord(key=key, value=value, reason=reason))
 
 
-class BinanceKlineSource(Source):
+class BinanceKlineSource(RawTopicSourceMixin, Source):
     """The kline websocket as a Quix Streams source.
 
     Add it with its raw topic (Quix prefixes a *default* topic's name with ``source__``)::
@@ -644,21 +644,6 @@ class BinanceKlineSource(Source):
             "spawn"
         ).Queue()
         self._client: KlineStreamClient | None = None
-
-    def topic(self, app: Application) -> Topic:
-        return app.topic(
-            self.raw_topic, key_serializer="str", key_deserializer="str", value_serializer="json"
-        )
-
-    def add_to(self, app: Application) -> Topic:
-        topic = self.topic(app)
-        app.add_source(self, topic=topic)
-        return topic
-
-    def default_topic(self) -> Topic:
-        return Topic(
-            name=self.raw_topic, key_serializer="str", key_deserializer="str", value_serializer="json"
-        )
 
     def update_streams(self, streams: Iterable[tuple[str, str]]) -> None:
         """Change the subscribed set (SUBSCRIBE/UNSUBSCRIBE on the live connections)."""

@@ -34,8 +34,6 @@ from typing import Any
 
 import orjson
 from confluent_kafka import KafkaError, Message, Producer
-from quixstreams import Application
-from quixstreams.models.topics import Topic
 from quixstreams.sources import Source
 
 from ohlcv.errors import OhlcvError
@@ -44,6 +42,7 @@ from schemas.intervals import interval_ms
 from schemas.klines import Candle, raw_from_candle, stream_key
 from schemas.topics import DEAD_LETTER, RAW_KLINES
 from streams.importers import BadRow, guess_market, read_candles
+from streams.raw_source import RawTopicSourceMixin
 
 logger = logging.getLogger(__name__)
 
@@ -331,7 +330,7 @@ def send_dead_letters(
 # --- the Quix Streams source ----------------------------------------------------------------
 
 
-class CandleReplaySource(Source):
+class CandleReplaySource(RawTopicSourceMixin, Source):
     """History files replayed as a live market, inside a Quix Streams ``Application``.
 
     Files are read in the source process and merged by open time; records are paced by
@@ -378,21 +377,6 @@ class CandleReplaySource(Source):
         self.raw_topic = raw_topic
         self.dead_letter_topic = dead_letter_topic
         self.closed_sent = 0
-
-    def topic(self, app: Application) -> Topic:
-        return app.topic(
-            self.raw_topic, key_serializer="str", key_deserializer="str", value_serializer="json"
-        )
-
-    def add_to(self, app: Application) -> Topic:
-        topic = self.topic(app)
-        app.add_source(self, topic=topic)
-        return topic
-
-    def default_topic(self) -> Topic:
-        return Topic(
-            name=self.raw_topic, key_serializer="str", key_deserializer="str", value_serializer="json"
-        )
 
     def _dead_letter(self, bad: BadRow) -> None:
         key, value = dead_letter_record(bad)
