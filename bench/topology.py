@@ -4,10 +4,13 @@ Run: ``.venv/bin/python -m bench.topology [--klines N]``. Produces N real 1m kli
 dump, repeated under shifted open times when N exceeds it) to a fresh raw topic on an embedded
 broker, then measures:
 
-1. the ceiling: a plain confluent-kafka consumer reading the N records (batch consume);
+1. the ceiling: a plain confluent-kafka consumer reading the same records (batch consume);
 2. the candle topology (Quix Streams, state, events topic, ClickHouse sink into chDB), without
-   resampling, from the first consumed record to the last sink write (group join excluded);
-3. the same with resampling to 5m and 1h (each 1m kline then makes ~3 more messages).
+   resampling, from the first consumed record to the last processed one (group join excluded);
+3. the same with resampling to 5m and 1h;
+
+each for two shapes of the raw topic: one record per kline (the websocket's shape) and batch
+records of ``--batch`` klines (what REST repairs, imports and bulk replays send).
 """
 
 from __future__ import annotations
@@ -20,11 +23,13 @@ import uuid
 from datetime import UTC, datetime
 from importlib.metadata import version
 from pathlib import Path
+from typing import Any
 
 from confluent_kafka import Consumer
 
 from ohlcv.infra.broker import EMBEDDED_CONSUMER_CONFIG, EmbeddedBroker
 from ohlcv.infra.clickhouse import make_client, migrate
+from sinks.clickhouse import ClickHouseCandleSink
 from tests.topologies.helpers import xrp_candles
 from tests.topologies.pipeline import produce, unique_topics
 from topologies.runner import TopologyConfig, build_application
@@ -45,12 +50,13 @@ def _candles(n: int) -> list:  # type: ignore[type-arg]
     return out[:n]
 
 
-def raw_consume(address: str, topic: str, n: int) -> float:
+def raw_consume(address: str, topic: str, n: int, records: int) -> float:
+    """Klines/s a plain consumer reads (``records`` messages carrying ``n`` klines)."""
     c = Consumer({"bootstrap.servers": address, "group.id": f"b-{uuid.uuid4().hex[:6]}",
                   "auto.offset.reset": "earliest", **EMBEDDED_CONSUMER_CONFIG})  # fmt: skip
     c.subscribe([topic])
     got, t0 = 0, None
-    while got < n:
+    while got < records:
         msgs = c.consume(5000, 1.0)
         if msgs and t0 is None:
             t0 = time.perf_counter()
@@ -84,7 +90,17 @@ def topology(address: str, topics: dict[str, str], n: int, resample: tuple[str, 
         last[:] = [now]
 
     app._on_message_processed = on_processed  # the public hook is a constructor argument
-    app.run(timeout=5)
+    write = ClickHouseCandleSink.write
+
+    def timed_write(self: ClickHouseCandleSink, batch: Any) -> None:
+        write(self, batch)
+        last[:] = [time.perf_counter()]  # the end is the last sink write, not the last message
+
+    ClickHouseCandleSink.write = timed_write  # type: ignore[method-assign]
+    try:
+        app.run(timeout=5)
+    finally:
+        ClickHouseCandleSink.write = write  # type: ignore[method-assign]
     client = make_client(url, db)
     stored = client.query("SELECT count() FROM ohlcv_candles FINAL WHERE interval = '1m'").result_rows[0][0]
     assert stored == n, f"topology stored {stored} of {n}"
@@ -94,23 +110,28 @@ def topology(address: str, topics: dict[str, str], n: int, resample: tuple[str, 
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--klines", type=int, default=30_000)
-    n = ap.parse_args().klines
+    ap.add_argument("--batch", type=int, default=500)
+    args = ap.parse_args()
+    n, size = args.klines, args.batch
     candles = _candles(n)
     with EmbeddedBroker() as broker:
         results = []
-        for resample in ((), ("5m", "1h")):
-            topics = unique_topics(broker.address, f"bench{uuid.uuid4().hex[:6]}.")
-            produce(broker.address, topics["raw"], candles)
-            ceiling = raw_consume(broker.address, topics["raw"], n)
-            rate = topology(broker.address, topics, n, resample)
-            results.append((resample, ceiling, rate))
+        for batch in (1, size):
+            for resample in ((), ("5m", "1h")):
+                topics = unique_topics(broker.address, f"bench{uuid.uuid4().hex[:6]}.")
+                produce(broker.address, topics["raw"], candles, batch=batch)
+                records = -(-n // batch)
+                ceiling = raw_consume(broker.address, topics["raw"], n, records)
+                rate = topology(broker.address, topics, n, resample)
+                results.append((batch, resample, ceiling, rate))
     print(f"# topology benchmark {datetime.now(UTC):%Y-%m-%d %H:%M UTC}, {platform.machine()}, "
           f"{platform.python_version()}, quixstreams {version('quixstreams')}, "
           f"confluent-kafka {version('confluent-kafka')}, chdb {version('chdb')}")  # fmt: skip
     print(f"# {n:,} real 1m klines (XRP/USDT dump), embedded Tansu broker, 3 partitions, chDB sink")
-    for resample, ceiling, rate in results:
-        label = "topology, resample " + (",".join(resample) if resample else "off")
-        print(f"raw consume (ceiling, same broker, same run)      {ceiling:>12,.0f} klines/s")
+    for batch, resample, ceiling, rate in results:
+        shape = "1 kline/record" if batch == 1 else f"{batch} klines/record"
+        label = f"topology, {shape}, resample " + (",".join(resample) if resample else "off")
+        print(f"raw consume, {shape} (ceiling, same broker, same run) {ceiling:>12,.0f} klines/s")
         print(f"{label:<50} {rate:>12,.0f} klines/s   ratio {rate / ceiling:.3f}")
 
 

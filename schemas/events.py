@@ -147,3 +147,4 @@ class DeadLetter(BaseModel):
     stage: str = Field(description="which step refused it")
     payload: str = Field(description="the original bytes, decoded as UTF-8 with replacement")
     at: int = Field(description="ms since epoch")
+    key: str | None = Field(default=None, description="the refused record's message key, when it had one")

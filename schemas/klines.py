@@ -11,8 +11,23 @@ Raw topic value (``binance.kline.raw``), one shape whatever the source::
      "bars": 5}                               # only for source="resample"
 
 ``event`` is the Binance websocket kline event exactly as Binance sent it (for ``ws``) or built
-in the same shape (REST rows, importer rows). Fields a source does not know (freqtrade dumps have
-no quote volume, trade count or taker volumes) are ``null``, never invented.
+in the same shape (REST rows, importer rows).
+
+Batch record: closed klines of one stream that travel together (a REST page, an import block,
+the higher candles one resampler step completed) may share one record, keyed the same way::
+
+    {"source": "rest" | "import" | "replay" | "resample", "market": ..., "received_at": ...,
+     "symbol": "BTCUSDT", "interval": "1m",
+     "klines": [[t, "o", "h", "l", "c", "v", T, "q", n, "V", "Q", "0"], ...],   # REST rows
+     "bars": [5, 5, ...]}                     # only for source="resample", one per row
+
+Rows are Binance REST kline rows verbatim (``GET /api/v3/klines``), every one closed and in
+the record's stream; at most ``MAX_BATCH`` of them. The candle topology treats a batch exactly
+as the same klines sent one by one, except that consecutive new candles are announced by one
+``append`` event (``count`` = how many) instead of one each.
+
+Fields a source does not know (freqtrade dumps have no quote volume, trade count or taker
+volumes) are ``null``, never invented.
 
 Prices and volumes: Binance sends decimal strings with at most 8 decimals. We parse them once,
 here, into float64 and store Float64 in ClickHouse. float64 holds 15-17 significant digits, so
@@ -24,8 +39,9 @@ tolerance. Decimal would cost ~10x on the hot path for no precision a candle con
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, replace
-from typing import Any, Literal
+from typing import Any, Literal, NoReturn
 
 from schemas.intervals import UnknownIntervalError, interval_ms
 
@@ -39,9 +55,13 @@ class MalformedKlineError(ValueError):
     """A raw kline that does not follow the contract; the message says which field and why."""
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True, unsafe_hash=True)
 class Candle:
-    """One OHLCV bar of ``interval`` opening at ``open_time`` (ms since epoch, UTC)."""
+    """One OHLCV bar of ``interval`` opening at ``open_time`` (ms since epoch, UTC).
+
+    Treated as immutable (``dataclasses.replace`` to change one); not ``frozen`` because a
+    frozen dataclass costs 4 µs per construction, a fifth of the topology's budget per kline.
+    """
 
     symbol: str
     interval: str
@@ -198,6 +218,141 @@ def candle_from_raw(value: Any) -> Candle:
         event_time=_int(event, "E", optional=True) or close_time,
         received_at=_int(value, "received_at", optional=True) or 0,
     )
+
+
+#: most rows one batch record carries (Binance REST's largest klines page)
+MAX_BATCH = 1000
+_INF = math.inf
+
+
+def _row_num(v: Any, i: int, name: str, optional: bool = False) -> float | None:
+    if v is None:
+        if optional:
+            return None
+        raise MalformedKlineError(f"klines[{i}].{name} is missing")
+    try:
+        f = float(v)
+    except (TypeError, ValueError) as exc:
+        raise MalformedKlineError(f"klines[{i}].{name}={v!r} is not a number") from exc
+    if not 0.0 <= f < _INF:  # NaN fails too
+        raise MalformedKlineError(f"klines[{i}].{name}={v!r} is not a finite non-negative number")
+    return f
+
+
+def _batch_row(value: dict[str, Any], symbol: str, interval: str, step: int, i: int, row: Any,
+               bars: int | None) -> Candle:  # fmt: skip
+    """One REST row of a batch. The fast path converts and checks in a few comparisons; a row
+    it does not accept goes through ``_refuse_row``, which names what is wrong."""
+    try:
+        t, close_time, n = row[0], row[6], row[8]
+        o, h, low, c, v = float(row[1]), float(row[2]), float(row[3]), float(row[4]), float(row[5])
+        q, tb, tq = row[7], row[9], row[10]
+        q = None if q is None else float(q)
+        tb = None if tb is None else float(tb)
+        tq = None if tq is None else float(tq)
+    except (TypeError, ValueError, IndexError, KeyError):
+        _refuse_row(i, row, step, interval)
+    # NaN fails every comparison, inf the upper bound: both fall to _refuse_row
+    if not (
+        type(t) is int and type(close_time) is int and close_time == t + step - 1
+        and (t % step == 0 or interval == "1w") and 0.0 <= low <= o <= h < _INF and low <= c <= h
+        and 0.0 <= v < _INF and (n is None or type(n) is int)
+        and (q is None or 0.0 <= q < _INF) and (tb is None or 0.0 <= tb < _INF)
+        and (tq is None or 0.0 <= tq < _INF)
+    ):  # fmt: skip
+        _refuse_row(i, row, step, interval)
+    return Candle(symbol, interval, t, close_time, o, h, low, c, v, q, n, tb, tq, True,
+                  value.get("source", "rest"), bars, close_time, value.get("received_at") or 0)  # fmt: skip
+
+
+def _refuse_row(i: int, row: Any, step: int, interval: str) -> NoReturn:
+    """Raise MalformedKlineError naming what is wrong with batch row ``i``."""
+    if not isinstance(row, list) or len(row) < 11:
+        raise MalformedKlineError(f"klines[{i}] is not a Binance kline row (a list of 11 or 12 fields)")
+    t, close_time, n = row[0], row[6], row[8]
+    if type(t) is not int or type(close_time) is not int:
+        raise MalformedKlineError(f"klines[{i}]: open/close times {t!r}/{close_time!r} are not integers")
+    if t % step != 0 and interval != "1w":
+        raise MalformedKlineError(f"klines[{i}]: open time {t} is not aligned to {interval}")
+    if close_time != t + step - 1:
+        raise MalformedKlineError(f"klines[{i}]: close time {close_time} != open time {t} + {interval} - 1ms")
+    o = _row_num(row[1], i, "open")
+    h = _row_num(row[2], i, "high")
+    low = _row_num(row[3], i, "low")
+    c = _row_num(row[4], i, "close")
+    _row_num(row[5], i, "volume")
+    for j, name in ((7, "quote_volume"), (9, "taker_buy_base"), (10, "taker_buy_quote")):
+        _row_num(row[j], i, name, True)
+    assert o is not None and h is not None and low is not None and c is not None
+    if not (low <= o <= h and low <= c <= h):
+        raise MalformedKlineError(f"klines[{i}]: prices out of order: o={o} h={h} l={low} c={c}")
+    if n is not None and type(n) is not int:
+        raise MalformedKlineError(f"klines[{i}].trades={n!r} is not an integer")
+    raise MalformedKlineError(f"klines[{i}] is not a valid kline row: {row!r}"[:300])
+
+
+def candles_from_raw(value: Any) -> tuple[list[Candle], list[tuple[int, str]]]:
+    """Validate a raw-topic value, single kline or batch; returns (candles, refused rows).
+
+    A single kline is all or nothing (MalformedKlineError). In a batch, a malformed envelope
+    raises; a malformed row is refused alone, as ``(row index, reason)``, and the others pass.
+    """
+    if not isinstance(value, dict) or "klines" not in value:
+        return [candle_from_raw(value)], []
+    source = value.get("source")
+    if source not in SOURCES or source == "ws":
+        raise MalformedKlineError(f"batch source={source!r} is not one of rest, import, replay, resample")
+    symbol, interval, rows = value.get("symbol"), value.get("interval"), value["klines"]
+    if not isinstance(symbol, str) or not symbol.isalnum() or not symbol.isupper():
+        raise MalformedKlineError(f"symbol {symbol!r} is not an upper-case Binance symbol")
+    try:
+        step = interval_ms(str(interval))
+    except UnknownIntervalError as exc:
+        raise MalformedKlineError(f"field interval: {exc}") from exc
+    if not isinstance(rows, list) or not rows or len(rows) > MAX_BATCH:
+        raise MalformedKlineError(f"klines is not a list of 1..{MAX_BATCH} rows")
+    bars = value.get("bars")
+    if bars is not None and (not isinstance(bars, list) or len(bars) != len(rows)):
+        raise MalformedKlineError("bars is not a list with one count per row")
+    received_at = value.get("received_at")
+    if received_at is not None and type(received_at) is not int:
+        raise MalformedKlineError(f"received_at={received_at!r} is not an integer")
+    good: list[Candle] = []
+    bad: list[tuple[int, str]] = []
+    for i, row in enumerate(rows):
+        b = None if bars is None else bars[i]
+        try:
+            if b is not None and (type(b) is not int or b < 1):
+                raise MalformedKlineError(f"bars[{i}]={b!r} is not a positive integer")
+            good.append(_batch_row(value, symbol, str(interval), step, i, row, b))
+        except MalformedKlineError as exc:
+            bad.append((i, str(exc)))
+    return good, bad
+
+
+def _dec(v: float | None) -> str | None:
+    return None if v is None else repr(v)
+
+
+def raw_batch(
+    candles: Sequence[Candle], *, source: str, received_at: int, market: str = "spot"
+) -> dict[str, Any]:
+    """One batch record for closed ``candles`` of one stream (at most MAX_BATCH)."""
+    if not candles or len(candles) > MAX_BATCH:
+        raise ValueError(f"a batch holds 1..{MAX_BATCH} candles, got {len(candles)}")
+    c0 = candles[0]
+    value: dict[str, Any] = {
+        "source": source, "market": market, "received_at": received_at,
+        "symbol": c0.symbol, "interval": c0.interval,
+        "klines": [[c.open_time, repr(c.open), repr(c.high), repr(c.low), repr(c.close), repr(c.volume),
+                    c.close_time, _dec(c.quote_volume), c.trades, _dec(c.taker_buy_base),
+                    _dec(c.taker_buy_quote), "0"] for c in candles],
+    }  # fmt: skip
+    if any(c.symbol != c0.symbol or c.interval != c0.interval or not c.is_closed for c in candles):
+        raise ValueError("a batch holds closed candles of one stream")
+    if c0.bars is not None:
+        value["bars"] = [c.bars for c in candles]
+    return value
 
 
 def raw_from_candle(c: Candle, *, source: str, received_at: int, market: str = "spot") -> dict[str, Any]:

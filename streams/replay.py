@@ -39,7 +39,7 @@ from quixstreams.sources import Source
 from ohlcv.errors import OhlcvError
 from schemas.events import DeadLetter
 from schemas.intervals import interval_ms
-from schemas.klines import Candle, raw_from_candle, stream_key
+from schemas.klines import MAX_BATCH, Candle, raw_batch, raw_from_candle, stream_key
 from schemas.topics import DEAD_LETTER, RAW_KLINES
 from streams.importers import BadRow, guess_market, read_candles
 from streams.raw_source import RawTopicSourceMixin
@@ -271,8 +271,13 @@ def replay_to_kafka(
     progress_every: int = 1000,
     stop: Callable[[], bool] | None = None,
     producer: RawProducer | None = None,
+    batch: int | None = None,
 ) -> ReplayResult:
     """Produce ``candles`` (with ``partials`` updates before each close) to ``topic``.
+
+    Consecutive closed candles of one stream travel as batch records of up to ``batch`` klines
+    (``schemas.klines.raw_batch``; default: MAX_BATCH when unpaced, 1 when paced, so a paced
+    market looks like the websocket's one record per kline).
 
     ``speed`` None sends as fast as the broker takes them; otherwise market time runs ``speed``
     times faster than the wall clock. ``source`` None keeps each candle's own (``import`` for
@@ -281,21 +286,44 @@ def replay_to_kafka(
     one was not). Pass ``producer`` to share one (e.g. with dead letters); it is flushed here.
     """
     own = producer or RawProducer(address)
+    size = (MAX_BATCH if speed is None else 1) if batch is None else max(1, min(batch, MAX_BATCH))
     started = time.perf_counter()
     closed = partial = unreported = 0
-    for c in paced(replay_events(candles, partials), speed, stop=stop):
-        key, value = kline_record(
-            c, source=source or c.source, market=market, received_at=int(time.time() * 1000)
-        )
+    pending: list[Candle] = []
+
+    def send_pending() -> None:
+        if not pending:
+            return
+        c0, now = pending[0], int(time.time() * 1000)
+        src = source or c0.source
+        if len(pending) == 1:
+            key, value = kline_record(c0, source=src, market=market, received_at=now)
+        else:
+            key = stream_key(c0.symbol, c0.interval).encode()
+            value = orjson.dumps(raw_batch(pending, source=src, received_at=now, market=market))
         own.produce(topic, key, value)
+        pending.clear()
+
+    for c in paced(replay_events(candles, partials), speed, stop=stop):
         if not c.is_closed:
+            send_pending()
+            key, value = kline_record(
+                c, source=source or c.source, market=market, received_at=int(time.time() * 1000)
+            )
+            own.produce(topic, key, value)
             partial += 1
             continue
+        if pending and (c.key != pending[0].key or (source or c.source) != (source or pending[0].source)):
+            send_pending()
+        pending.append(c)
+        if len(pending) >= size:
+            send_pending()
         closed += 1
         unreported += 1
         if on_progress is not None and unreported >= progress_every:
             on_progress(unreported)
             unreported = 0
+    send_pending()
     own.flush()
     if on_progress is not None and unreported:
         on_progress(unreported)

@@ -22,7 +22,7 @@ from collections.abc import Callable
 from typing import Any, Protocol
 
 from schemas.intervals import bucket_start, interval_ms
-from schemas.klines import Candle, raw_from_candle, stream_key
+from schemas.klines import Candle
 
 MINUTE_MS = 60_000
 
@@ -121,19 +121,15 @@ class Resampler:
                 out.append((t, b))
         return out
 
-    def _emit(self, symbol: str, interval: str, start: int, state: StreamState, now: int) -> dict[str, Any]:
+    def _emit(self, symbol: str, interval: str, start: int, state: StreamState, now: int) -> Candle:
         state.set(f"e{interval}:{start}", True)
-        candle = aggregate(symbol, interval, start, self._bars(interval, start, state), now)
-        return {
-            "key": stream_key(symbol, interval),
-            "value": raw_from_candle(candle, source="resample", received_at=now),
-        }
+        return aggregate(symbol, interval, start, self._bars(interval, start, state), now)
 
-    def apply(self, symbol: str, candle: dict[str, Any], state: StreamState) -> list[dict[str, Any]]:
-        """One closed 1m candle (CandleOut dict, new or repaired) -> raw klines to produce."""
+    def apply(self, symbol: str, candle: dict[str, Any], state: StreamState) -> list[Candle]:
+        """One closed 1m candle (CandleOut dict, new or repaired) -> the higher candles to send."""
         now = self.clock_ms()
         t = int(candle["open_time"])
-        out: list[dict[str, Any]] = []
+        out: list[Candle] = []
         for iv in self.intervals:
             self._ensure_loaded(symbol, iv, bucket_start(t, iv), state)
         last = state.get("last")

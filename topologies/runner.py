@@ -7,6 +7,7 @@ a 6 s session timeout, at-least-once.
 
 from __future__ import annotations
 
+import gc
 import logging
 import time
 from dataclasses import dataclass
@@ -66,8 +67,21 @@ def _topic_config(spec: TopicSpec) -> TopicConfig:
     return TopicConfig(num_partitions=spec.partitions, replication_factor=1, extra_config=spec.config())
 
 
+def tune_gc() -> None:
+    """Garbage collection for a throughput process: everything loaded so far (modules, clients)
+    leaves the collector's view (``gc.freeze``), and a young generation of 50k objects instead
+    of 700 stops the cyclic collector from rescanning a batch's short-lived dicts many times
+    over (measured: the topology's Python path per kline halves). Reference counting still
+    frees nearly everything; only cycles wait longer."""
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(50_000, 20, 20)
+
+
 def build_application(cfg: TopologyConfig) -> Application:
-    """The Application with both dataframes wired (candles; resampler when configured)."""
+    """The Application with both dataframes wired (candles; resampler when configured).
+
+    Tunes this process's garbage collector (``tune_gc``)."""
     consumer_extra: dict[str, Any] = dict(EMBEDDED_CONSUMER_CONFIG) if cfg.embedded_broker else {}
     app = Application(
         broker_address=cfg.broker_address,
@@ -97,6 +111,7 @@ def build_application(cfg: TopologyConfig) -> Application:
     machine = CandleStateMachine(lookup, now_ms)
     sink = ClickHouseCandleSink(cfg.clickhouse_url, cfg.clickhouse_database)
     resampler = Resampler(list(cfg.resample_intervals), lookup, now_ms) if cfg.resample_intervals else None
+    tune_gc()
     build_candles(
         app.dataframe(raw), machine=machine, events_topic=events, deadletter_topic=dead, sink=sink,
         resampler=resampler, raw_topic=raw,

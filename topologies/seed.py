@@ -17,6 +17,11 @@ from topologies.candle_logic import Known
 OPEN_STATES = ("open", "repairing", "failed", "exchange_gap")
 
 
+def _values(r: tuple[Any, ...] | list[Any]) -> list[Any]:
+    """A stored row's fingerprint values (open .. bars), ints as ints (``fingerprint``)."""
+    return [*r[:6], None if r[6] is None else int(r[6]), *r[7:9], None if r[9] is None else int(r[9])]
+
+
 class ClickHouseLookup:
     def __init__(self, client: Client):
         self.client = client
@@ -51,22 +56,32 @@ class ClickHouseLookup:
             "segments": [[int(x) for x in row] for row in segs],
         }
 
-    def closed_candle(self, symbol: str, interval: str, open_time: int) -> Known | None:
+    def closed_candles(self, symbol: str, interval: str, open_times: list[int]) -> dict[int, Known]:
+        if not open_times:
+            return {}
         with self._lock:
             rows = self.client.query(
-                "SELECT open, high, low, close, volume, quote_volume, trades, taker_buy_base, "
-                "taker_buy_quote, bars, revision FROM ohlcv_candles FINAL "
-                "WHERE symbol = {s:String} AND interval = {i:String} "
-                "AND open_time = fromUnixTimestamp64Milli({t:Int64}) AND is_closed LIMIT 1",
-                parameters={"s": symbol, "i": interval, "t": open_time},
-            ).result_rows
-        if not rows:
-            return None
-        r = rows[0]
-        return (
-            [*r[:6], None if r[6] is None else int(r[6]), *r[7:9], None if r[9] is None else int(r[9])],
-            int(r[10]),
-        )
+                "SELECT toUnixTimestamp64Milli(open_time), open, high, low, close, volume, quote_volume, "
+                "trades, taker_buy_base, taker_buy_quote, bars, revision FROM ohlcv_candles FINAL "
+                "WHERE symbol = {s:String} AND interval = {i:String} AND is_closed "
+                "AND open_time BETWEEN fromUnixTimestamp64Milli({a:Int64}) "
+                "AND fromUnixTimestamp64Milli({b:Int64}) "
+                "AND toUnixTimestamp64Milli(open_time) IN {ts:Array(Int64)}",
+                parameters={"s": symbol, "i": interval, "a": min(open_times), "b": max(open_times),
+                            "ts": open_times},
+            ).result_rows  # fmt: skip
+        return {
+            int(r[0]): (
+                [
+                    *r[1:7],
+                    None if r[7] is None else int(r[7]),
+                    *r[8:10],
+                    None if r[10] is None else int(r[10]),
+                ],
+                int(r[11]),
+            )
+            for r in rows
+        }
 
     def bars_between(self, symbol: str, start_ms: int, end_ms: int) -> dict[int, list[Any]]:
         """Stored closed 1m bars of ``symbol`` in ``[start_ms, end_ms)`` (for the resampler)."""

@@ -10,6 +10,8 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
+import orjson
+
 from schemas.klines import Candle
 from topologies.candle_logic import Known
 
@@ -53,10 +55,13 @@ class DictState:
 
     def get(self, key: str, default: Any = None) -> Any:
         v = self.d.get(key, default)
-        return json.loads(json.dumps(v)) if v is not None else v  # state round-trips values
+        return orjson.loads(orjson.dumps(v)) if v is not None else v  # state round-trips values
 
     def set(self, key: str, value: Any) -> None:
-        self.d[key] = json.loads(json.dumps(value))
+        self.d[key] = orjson.loads(orjson.dumps(value))
+
+    def delete(self, key: str) -> None:
+        self.d.pop(key, None)
 
 
 class NoRecord:
@@ -65,8 +70,8 @@ class NoRecord:
     def seed(self, symbol: str, interval: str) -> dict[str, Any]:
         return {"first_closed": None, "last_closed": None, "seq": 0, "segments": []}
 
-    def closed_candle(self, symbol: str, interval: str, open_time: int) -> Known | None:
-        return None
+    def closed_candles(self, symbol: str, interval: str, open_times: list[int]) -> dict[int, Known]:
+        return {}
 
     def bars_between(self, symbol: str, start_ms: int, end_ms: int) -> dict[int, list[Any]]:
         return {}

@@ -29,7 +29,7 @@ import os
 import random
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import orjson
@@ -37,10 +37,11 @@ from hypothesis import HealthCheck, example, given, note, settings
 from hypothesis import strategies as st
 
 from schemas.intervals import bucket_start, interval_ms
-from schemas.klines import Candle, candle_from_raw, raw_from_candle
+from schemas.klines import Candle, candle_from_raw, candles_from_raw, raw_batch, raw_from_candle
 from sinks.clickhouse import CANDLE_COLUMNS, EVENT_COLUMNS, SEGMENT_COLUMNS, Rows
 from tests.topologies.helpers import DictState, vision_candles, xrp_candles
 from topologies.candle_logic import META, CandleStateMachine, Known
+from topologies.candles import higher_records
 from topologies.resample import Resampler, candles_of_event
 from topologies.seed import OPEN_STATES
 
@@ -128,9 +129,13 @@ class Record:
             ],
         }
 
-    def closed_candle(self, symbol: str, interval: str, open_time: int) -> Known | None:
-        r = self.candles[symbol, interval].get(open_time)
-        return None if r is None or not r["is_closed"] else (row_values(r), int(r["revision"]))
+    def closed_candles(self, symbol: str, interval: str, open_times: list[int]) -> dict[int, Known]:
+        rows = self.candles[symbol, interval]
+        return {
+            t: (row_values(r), int(r["revision"]))
+            for t in open_times
+            if (r := rows.get(t)) is not None and r["is_closed"]
+        }
 
     # BarSource
     def bars_between(self, symbol: str, start_ms: int, end_ms: int) -> dict[int, list[Any]]:
@@ -256,6 +261,8 @@ class Pipeline:
         #: every candle fed to the candle machine with the outputs of its own step, per interval
         self.steps: dict[str, list[tuple[Candle, list[dict[str, Any]]]]] = defaultdict(list)
         self.restart("keep")
+        #: open times a batched simulation sent as a record of their own
+        self.alone: set[int] = set()
 
     def snapshot(self) -> dict[str, FastState]:
         """A copy of the local state, as a checkpoint would have committed it."""
@@ -285,11 +292,30 @@ class Pipeline:
                         higher.extend(self.resampler.apply(c.symbol, candle, state))
         self.record.ingest(outs)
         self.outputs.extend(outs)
-        for raw in higher:
-            h = candle_from_raw(orjson.loads(orjson.dumps(raw["value"])))
-            assert raw["key"] == h.key
-            self.feed(h)
+        for h in higher:
+            self.feed(through_raw(h))
         return outs
+
+    def feed_batch(self, cs: Sequence[Candle]) -> None:
+        """One batch record (closed candles of one stream) through the step, as
+        ``topologies.candles.make_step`` does: the higher candles it completes go back as one
+        batch record per stream, the last emission of each bucket only."""
+        c0 = cs[0]
+        state = self.states.setdefault(c0.key, FastState())
+        outs = self.machine.apply_many(cs, state)
+        higher: list[Candle] = []
+        if c0.interval == "1m":
+            for o in outs:
+                if o["kind"] == "event":
+                    for candle in candles_of_event(o):
+                        higher.extend(self.resampler.apply(c0.symbol, candle, state))
+        self.record.ingest(outs)
+        self.outputs.extend(outs)
+        for rec in higher_records(higher, 0):
+            value = orjson.loads(orjson.dumps(rec["value"]))
+            hs, bad = candles_from_raw(value)
+            assert not bad and rec["key"] == hs[0].key
+            self.feed_batch(hs)
 
 
 @dataclass
@@ -594,3 +620,67 @@ def test_xrp_faults_create_no_gap_but_the_real_outage_and_the_lost_ranges(plan: 
     assert missing >= XRP_OUTAGE  # at most 160 bars are dropped: both sides of it arrive
     assert missing == inside(XRP_OUTAGE | lost_times(run), run)
     check_seqs(run)
+
+
+# --- batch records: the same truth as one kline per record --------------------------------
+def simulate_batched(window: Sequence[Candle], plan: Plan, sizes: Sequence[int]) -> Run:
+    """The deliveries of ``plan`` (no restart), consecutive ones grouped into batch records of
+    ``sizes[i % len(sizes)]`` candles."""
+    delivered = [through_raw(c) for c in deliveries(window, plan)]
+    pipe = Pipeline()
+    i = k = 0
+    while i < len(delivered):
+        chunk = delivered[i : i + sizes[k % len(sizes)]]
+        if len(chunk) == 1:
+            pipe.alone.add(chunk[0].open_time)
+        rec = orjson.loads(orjson.dumps(raw_batch(chunk, source="rest", received_at=0)))
+        cs, bad = candles_from_raw(rec)
+        assert not bad and len(cs) == len(chunk)
+        pipe.feed_batch(cs)
+        i += len(chunk)
+        k += 1
+    return Run(window, plan, delivered, pipe)
+
+
+def candle_values(run: Run, interval: str) -> dict[int, tuple[Any, ...]]:
+    return {t: (*row_values(r), r["revision"] if interval == "1m" else None)
+            for t, r in run.pipe.record.closed(SYMBOL, interval).items()}  # fmt: skip
+
+
+def events_of(run: Run, typ: str) -> list[tuple[Any, ...]]:
+    out: list[tuple[Any, ...]] = []
+    for e in run.events("1m", typ):
+        if typ == "append":
+            out.extend((c["open_time"], e["late"]) for c in e["candles"])
+        elif typ == "repair":
+            out.append((e["candle"]["open_time"], e["revision"], e["candle"]["close"]))
+        else:
+            out.append((e["from_open_time"], e["to_open_time"], e["missing_bars"]))
+    return out
+
+
+@settings(FAST, max_examples=max(1, FAST.max_examples // 3))
+@given(plan=plans(VISION_BARS), sizes=st.lists(st.integers(1, 80), min_size=1, max_size=6))
+def test_batch_records_store_and_announce_what_single_records_do(plan: Plan, sizes: list[int]) -> None:
+    """Any plan delivered as batch records of any sizes: the same stored candles (1m with their
+    revisions, 5m/1h values), the same open gaps, and for 1m the same gap_detected, gap_repaired,
+    repairs and appended candles (late or not) in the same order; seqs stay 1..N. Only the
+    grouping differs: one append per run of new candles, no partial_close for candles never
+    shown in progress."""
+    plan = replace(plan, restart=None)
+    window = window_of(vision_candles(SYMBOL), plan)
+    single, batched = simulate(window, plan), simulate_batched(window, plan, sizes)
+    for interval in ("1m", *RESAMPLE):
+        assert candle_values(batched, interval) == candle_values(single, interval), interval
+        assert [
+            (r["from_open_time"], r["to_open_time"])
+            for r in batched.pipe.record.open_segments(SYMBOL, interval)
+        ] == [
+            (r["from_open_time"], r["to_open_time"])
+            for r in single.pipe.record.open_segments(SYMBOL, interval)
+        ], interval
+    for typ in ("gap_detected", "gap_repaired", "repair", "append"):
+        assert events_of(batched, typ) == events_of(single, typ), typ
+    # a record of one candle is a single kline: its partial_close is the only one
+    assert {e["candle"]["open_time"] for e in batched.events("1m", "partial_close")} <= batched.pipe.alone
+    check_seqs(batched)
