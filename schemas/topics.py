@@ -29,6 +29,23 @@ class RawKlineValue(BaseModel):
     bars: int | None = Field(default=None, description="1m bars behind a resampled candle")
 
 
+class RawKlineBatch(BaseModel):
+    """A batch value of ``binance.kline.raw``: closed klines of one stream (schemas.klines)."""
+
+    model_config = ConfigDict(extra="allow")
+
+    source: str = Field(description="rest | import | replay | resample")
+    market: str = Field(default="spot", description="spot | usdm")
+    received_at: int = Field(description="ms since epoch when we received them")
+    symbol: str
+    interval: str
+    klines: list[list[Any]] = Field(
+        min_length=1, max_length=1000,
+        description="Binance REST kline rows [t, o, h, l, c, v, T, q, n, V, Q, ignore], all closed",
+    )  # fmt: skip
+    bars: list[int] | None = Field(default=None, description="1m bars behind each resampled row")
+
+
 @dataclass(frozen=True)
 class TopicSpec:
     name: str
@@ -53,7 +70,7 @@ class TopicSpec:
 RAW_KLINES = TopicSpec(
     name="binance.kline.raw",
     key="'SYMBOL:interval', e.g. 'BTCUSDT:1m' (UTF-8)",
-    value_schema=RawKlineValue.model_json_schema(),
+    value_schema=TypeAdapter(RawKlineValue | RawKlineBatch).json_schema(),
     description="Every kline from every source (websocket, REST repair, importers, resampler).",
 )
 CANDLE_EVENTS = TopicSpec(

@@ -24,25 +24,26 @@ logger = logging.getLogger(__name__)
 CANDLE_COLUMNS = [
     "symbol", "interval", "open_time", "close_time", "open", "high", "low", "close", "volume",
     "quote_volume", "trades", "taker_buy_base", "taker_buy_quote", "is_closed", "source", "bars",
-    "revision", "version", "event_time", "ingested_at",
+    "revision", "version", "event_time", "ingested_at", "event_seq",
 ]  # fmt: skip
 SEGMENT_COLUMNS = [
     "symbol", "interval", "segment_id", "segment_end", "from_open_time", "to_open_time",
-    "missing_bars", "state", "detected_at", "repaired_at", "updated_at", "version",
+    "missing_bars", "state", "detected_at", "repaired_at", "updated_at", "version", "event_seq",
 ]  # fmt: skip
 EVENT_COLUMNS = ["symbol", "interval", "seq", "type", "open_time", "emitted_at", "payload"]
 
 _CANDLE_EVENTS = {"partial_update": "candle", "repair": "candle", "append": "candles"}
 
 
-def candle_row(symbol: str, interval: str, c: dict[str, Any], now_ms: int) -> list[Any]:
-    """A row of ``ohlcv_candles`` from a CandleOut dict; version = revision * 2 + is_closed."""
+def candle_row(symbol: str, interval: str, c: dict[str, Any], now_ms: int, seq: int = 0) -> list[Any]:
+    """A row of ``ohlcv_candles`` from a CandleOut dict; version = revision * 2 + is_closed;
+    ``seq`` is the announcing event's (see migration 0004)."""
     revision = int(c.get("revision") or 0)
     return [
         symbol, interval, c["open_time"], c["close_time"], c["open"], c["high"], c["low"],
         c["close"], c["volume"], c["quote_volume"], c["trades"], c["taker_buy_base"],
         c["taker_buy_quote"], c["is_closed"], c["source"], c["bars"], revision,
-        revision * 2 + int(bool(c["is_closed"])), c["close_time"], now_ms,
+        revision * 2 + int(bool(c["is_closed"])), c["close_time"], now_ms, seq,
     ]  # fmt: skip
 
 
@@ -68,11 +69,12 @@ class Rows:
         kind = out.get("kind")
         if kind == "event":
             field = _CANDLE_EVENTS.get(out["type"])
+            symbol, interval, seq = out["symbol"], out["interval"], out["seq"]
             if field == "candle":
-                self.candles.append(candle_row(out["symbol"], out["interval"], out["candle"], now_ms))
+                self.candles.append(candle_row(symbol, interval, out["candle"], now_ms, seq))
             elif field == "candles":
                 for c in out["candles"]:
-                    self.candles.append(candle_row(out["symbol"], out["interval"], c, now_ms))
+                    self.candles.append(candle_row(symbol, interval, c, now_ms, seq))
             payload = {k: v for k, v in out.items() if k != "kind"}
             self.events.append([
                 out["symbol"], out["interval"], out["seq"], out["type"], event_open_time(out),
@@ -83,6 +85,7 @@ class Rows:
                 out["symbol"], out["interval"], out["segment_id"], out["segment_end"],
                 out["from_open_time"], out["to_open_time"], out["missing_bars"], out["state"],
                 out["detected_at"], out["repaired_at"], out["updated_at"], out["updated_at"],
+                out.get("seq", 0),
             ])  # fmt: skip
         elif kind == "candle":
             self.candles.append(candle_row(out["symbol"], out["interval"], out["candle"], now_ms))

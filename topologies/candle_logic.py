@@ -69,8 +69,11 @@ class Lookup(Protocol):
         """
         ...
 
-    def closed_candles(self, symbol: str, interval: str, open_times: list[int]) -> dict[int, Known]:
-        """The stored closed candles among ``open_times`` (one round trip for all of them)."""
+    def closed_candles(
+        self, symbol: str, interval: str, open_times: list[int], max_seq: int | None = None
+    ) -> dict[int, Known]:
+        """The stored closed candles among ``open_times`` (one round trip for all of them); with
+        ``max_seq``, their newest version announced by an event of seq <= max_seq."""
         ...
 
 
@@ -182,6 +185,9 @@ class CandleStateMachine:
                 last=seed.get("last_closed"),
                 seq=max(int(seed.get("seq") or 0), int(meta.get("seq") or 0)),
                 segs=[list(s) for s in seed.get("segments", [])],
+                # closed candles a batch stored without its events (a crash between inserts)
+                torn=list(seed.get("torn") or ()),
+                torn_seq=int(seed.get("seq") or 0),
             )
             meta.setdefault("partial", None)
             state.set(META, meta)
@@ -220,12 +226,19 @@ class CandleStateMachine:
         known = KnownCandles(state, meta, step)
         first, last = meta["first"], meta["last"]
         stored: dict[int, Known] = {}
+        torn = set(meta.get("torn") or ())
         if first is not None:
             # one round trip for every closed candle in the recorded span the state forgot
             ask = sorted({c.open_time for c in cs if c.is_closed and first <= c.open_time <= last
-                          and known.get(c.open_time) is None})  # fmt: skip
+                          and c.open_time not in torn and known.get(c.open_time) is None})  # fmt: skip
             if ask:
                 stored = self.lookup.closed_candles(c0.symbol, c0.interval, ask)
+        if torn:
+            # stored by a batch whose events were never stored: the record's version before it
+            # decides, and the candle is announced again (with the seq it had)
+            ask = sorted({c.open_time for c in cs if c.is_closed and c.open_time in torn})
+            if ask:
+                stored.update(self.lookup.closed_candles(c0.symbol, c0.interval, ask, meta["torn_seq"]))
         b = _Batch(known, stored, self.clock_ms(), step, len(cs) > 1)
         for c in cs:
             if c.is_closed:
@@ -233,8 +246,13 @@ class CandleStateMachine:
             else:
                 self._partial(c, meta, b)
         known.flush()
+        if torn:
+            done = {c.open_time for c in cs if c.is_closed}
+            meta["torn"] = [t for t in meta["torn"] if t not in done]
         state.set(META, meta)
-        b.out.extend(b.rows.values())
+        for row in b.rows.values():
+            row["seq"] = meta["seq"]  # the batch's last event: stored in the same events insert
+            b.out.append(row)
         return b.out
 
     def _partial(self, c: Candle, meta: dict[str, Any], b: _Batch) -> None:

@@ -8,6 +8,7 @@ closed candles older than its state holds. Values are bound parameters, never in
 from __future__ import annotations
 
 import threading
+from collections.abc import Sequence
 from typing import Any
 
 from clickhouse_connect.driver.client import Client
@@ -17,7 +18,26 @@ from topologies.candle_logic import Known
 OPEN_STATES = ("open", "repairing", "failed", "exchange_gap")
 
 
-def _values(r: tuple[Any, ...] | list[Any]) -> list[Any]:
+#: stored closed candles among given open times, under FINAL
+_CLOSED_FINAL = (
+    "SELECT toUnixTimestamp64Milli(open_time), open, high, low, close, volume, quote_volume, trades, "
+    "taker_buy_base, taker_buy_quote, bars, revision FROM ohlcv_candles FINAL "
+    "WHERE symbol = {s:String} AND interval = {i:String} AND is_closed "
+    "AND open_time BETWEEN fromUnixTimestamp64Milli({a:Int64}) AND fromUnixTimestamp64Milli({b:Int64}) "
+    "AND toUnixTimestamp64Milli(open_time) IN {ts:Array(Int64)}"
+)
+#: the same, newest version announced by an event of seq <= q (see ``ClickHouseLookup.seed``)
+_CLOSED_AS_OF = (
+    "SELECT t, r.1, r.2, r.3, r.4, r.5, r.6, r.7, r.8, r.9, r.10, r.11 FROM ("
+    "SELECT toUnixTimestamp64Milli(open_time) AS t, argMax((open, high, low, close, volume, quote_volume, "
+    "trades, taker_buy_base, taker_buy_quote, bars, revision), version) AS r FROM ohlcv_candles "
+    "WHERE symbol = {s:String} AND interval = {i:String} AND is_closed "
+    "AND open_time BETWEEN fromUnixTimestamp64Milli({a:Int64}) AND fromUnixTimestamp64Milli({b:Int64}) "
+    "AND toUnixTimestamp64Milli(open_time) IN {ts:Array(Int64)} AND event_seq <= {q:UInt64} GROUP BY t)"
+)
+
+
+def _values(r: Sequence[Any]) -> list[Any]:
     """A stored row's fingerprint values (open .. bars), ints as ints (``fingerprint``)."""
     return [*r[:6], None if r[6] is None else int(r[6]), *r[7:9], None if r[9] is None else int(r[9])]
 
@@ -28,24 +48,39 @@ class ClickHouseLookup:
         self._lock = threading.Lock()
 
     def seed(self, symbol: str, interval: str) -> dict[str, Any]:
-        params = {"s": symbol, "i": interval}
+        """The stream as its events announced it. ``ohlcv_events`` is written last in each sink
+        batch, so a row with ``event_seq`` above the stream's max(seq) is from a batch cut short
+        (migration 0004): it counts neither for first/last nor for segments, and its closed
+        candles come back as ``torn``, to be announced again."""
+        params: dict[str, Any] = {"s": symbol, "i": interval}
         with self._lock:
-            span = self.client.query(
-                "SELECT toUnixTimestamp64Milli(min(open_time)), toUnixTimestamp64Milli(max(open_time)), "
-                "count() FROM ohlcv_candles "
-                "WHERE symbol = {s:String} AND interval = {i:String} AND is_closed",
-                parameters=params,
-            ).result_rows[0]
             seq = self.client.query(
                 "SELECT max(seq) FROM ohlcv_events WHERE symbol = {s:String} AND interval = {i:String}",
                 parameters=params,
             ).result_rows[0][0]
+            params["q"] = int(seq or 0)
+            span = self.client.query(
+                "SELECT toUnixTimestamp64Milli(min(open_time)), toUnixTimestamp64Milli(max(open_time)), "
+                "count() FROM ohlcv_candles "
+                "WHERE symbol = {s:String} AND interval = {i:String} AND is_closed "
+                "AND event_seq <= {q:UInt64}",
+                parameters=params,
+            ).result_rows[0]
+            torn = self.client.query(
+                "SELECT DISTINCT toUnixTimestamp64Milli(open_time) FROM ohlcv_candles "
+                "WHERE symbol = {s:String} AND interval = {i:String} AND is_closed "
+                "AND event_seq > {q:UInt64} "
+                "ORDER BY 1",
+                parameters=params,
+            ).result_rows
             segs = self.client.query(
-                "SELECT segment_id, toUnixTimestamp64Milli(from_open_time), "
-                "toUnixTimestamp64Milli(to_open_time), toUnixTimestamp64Milli(detected_at), segment_end "
-                "FROM gap_segments FINAL "
-                "WHERE symbol = {s:String} AND interval = {i:String} AND state IN {st:Array(String)} "
-                "ORDER BY from_open_time",
+                "SELECT segment_id, s.1, s.2, s.3, s.4 FROM ("
+                "  SELECT segment_id, argMax((toUnixTimestamp64Milli(from_open_time), "
+                "    toUnixTimestamp64Milli(to_open_time), toUnixTimestamp64Milli(detected_at), "
+                "    segment_end, state), (version, event_seq)) AS s "
+                "  FROM gap_segments WHERE symbol = {s:String} AND interval = {i:String} "
+                "  AND event_seq <= {q:UInt64} GROUP BY segment_id) "
+                "WHERE s.5 IN {st:Array(String)} ORDER BY s.1",
                 parameters={**params, "st": list(OPEN_STATES)},
             ).result_rows
         has = int(span[2]) > 0
@@ -54,34 +89,23 @@ class ClickHouseLookup:
             "last_closed": int(span[1]) if has else None,
             "seq": int(seq or 0),
             "segments": [[int(x) for x in row] for row in segs],
+            "torn": [int(r[0]) for r in torn],
         }
 
-    def closed_candles(self, symbol: str, interval: str, open_times: list[int]) -> dict[int, Known]:
+    def closed_candles(
+        self, symbol: str, interval: str, open_times: list[int], max_seq: int | None = None
+    ) -> dict[int, Known]:
         if not open_times:
             return {}
+        params = {"s": symbol, "i": interval, "a": min(open_times), "b": max(open_times), "ts": open_times}
+        if max_seq is None:
+            sql = _CLOSED_FINAL
+        else:
+            sql = _CLOSED_AS_OF
+            params["q"] = max_seq
         with self._lock:
-            rows = self.client.query(
-                "SELECT toUnixTimestamp64Milli(open_time), open, high, low, close, volume, quote_volume, "
-                "trades, taker_buy_base, taker_buy_quote, bars, revision FROM ohlcv_candles FINAL "
-                "WHERE symbol = {s:String} AND interval = {i:String} AND is_closed "
-                "AND open_time BETWEEN fromUnixTimestamp64Milli({a:Int64}) "
-                "AND fromUnixTimestamp64Milli({b:Int64}) "
-                "AND toUnixTimestamp64Milli(open_time) IN {ts:Array(Int64)}",
-                parameters={"s": symbol, "i": interval, "a": min(open_times), "b": max(open_times),
-                            "ts": open_times},
-            ).result_rows  # fmt: skip
-        return {
-            int(r[0]): (
-                [
-                    *r[1:7],
-                    None if r[7] is None else int(r[7]),
-                    *r[8:10],
-                    None if r[10] is None else int(r[10]),
-                ],
-                int(r[11]),
-            )
-            for r in rows
-        }
+            rows = self.client.query(sql, parameters=params).result_rows
+        return {int(r[0]): (_values(r[1:11]), int(r[11])) for r in rows}
 
     def bars_between(self, symbol: str, start_ms: int, end_ms: int) -> dict[int, list[Any]]:
         """Stored closed 1m bars of ``symbol`` in ``[start_ms, end_ms)`` (for the resampler)."""

@@ -6,13 +6,14 @@ import json
 import os
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 from jsonschema import Draft202012Validator
 
 from schemas.events import CandleOut, DeadLetter, PartialUpdate, candle_out
-from schemas.klines import Candle, raw_from_candle
+from schemas.klines import Candle, raw_batch, raw_from_candle
 from schemas.topics import ALL_TOPICS, CANDLE_EVENTS, DEAD_LETTER, RAW_KLINES, topic_by_name
 
 OHLCV = Path(sys.executable).parent / "ohlcv"
@@ -103,3 +104,16 @@ def test_exported_schemas_accept_real_payloads_and_refuse_broken_ones(tmp_path: 
     letter = DeadLetter(reason="bad json", source="binance.kline.raw[0]@7", stage="parse", payload="{", at=1)
     assert list(dead.iter_errors(letter.model_dump(mode="json"))) == []
     assert list(dead.iter_errors({"reason": "x"}))
+
+
+def test_exported_raw_schema_accepts_a_batch_record(tmp_path: Path) -> None:
+    raw = Draft202012Validator(_export(tmp_path)[RAW_KLINES.name])
+    c = Candle(
+        symbol="BTCUSDT", interval="1m", open_time=1_700_000_040_000, close_time=1_700_000_099_999,
+        open=37000.1, high=37010.0, low=36990.5, close=37005.25, volume=12.5, quote_volume=None,
+        trades=None, taker_buy_base=None, taker_buy_quote=None, is_closed=True,
+    )  # fmt: skip
+    batch = raw_batch([c, replace(c, open_time=c.open_time + 60_000, close_time=c.close_time + 60_000)],
+                      source="rest", received_at=1_700_000_200_000)  # fmt: skip
+    assert list(raw.iter_errors(batch)) == []
+    assert list(raw.iter_errors({**batch, "klines": []}))  # a batch holds at least one row

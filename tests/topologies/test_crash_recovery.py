@@ -240,22 +240,15 @@ def test_sigkill_mid_batch_then_restart_loses_nothing_and_invents_no_gap(
     assert_record(worker, sent, gap_ranges(DROP), "open")
 
 
-TORN_AFTER_CANDLES = pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="known hole: killed after the batch's candles are stored and before its events are, "
-    "the replay finds every candle already stored and identical and emits nothing, so the batch's "
-    "events (its gap_detected) never reach ohlcv_events and their seqs are reused",
-)
-
-
-@pytest.mark.parametrize("die_after_inserts", [1, pytest.param(2, marks=TORN_AFTER_CANDLES)])
+@pytest.mark.parametrize("die_after_inserts", [1, 2])
 def test_sigkill_between_the_tables_of_one_batch_write(
     broker: str, topic_prefix: str, worker: Worker, die_after_inserts: int
 ) -> None:
     """The kill lands inside the sink's write of the batch that detected the gap (tables in the
     sink's order: gap_segments, ohlcv_candles, ohlcv_events): after 1 or 2 of its tables are
-    written, before the offsets are committed."""
+    written, before the offsets are committed. After 2, the batch's candles are stored and its
+    events are not: the re-seed finds them by ``event_seq`` and announces them again, with the
+    seqs they had (migration 0004)."""
     topics = unique_topics(broker, topic_prefix)
     sent = [c for i, c in enumerate(month()[2000:4000], 2000) if i not in DROP]
     produce(broker, topics["raw"], sent)

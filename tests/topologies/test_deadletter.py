@@ -12,7 +12,7 @@ from clickhouse_connect.driver.client import Client
 from confluent_kafka import Consumer, TopicPartition
 
 from schemas.events import DeadLetter
-from schemas.klines import raw_from_candle
+from schemas.klines import raw_batch, raw_from_candle
 from tests.topologies.helpers import vision_candles
 from tests.topologies.pipeline import produce, run_topology, unique_topics
 from topologies.candles import DEAD_LETTERS
@@ -64,3 +64,56 @@ def test_malformed_records_are_dead_lettered_and_the_pipeline_is_unaffected(
     reasons = " | ".join(dl.reason for dl in letters)
     assert "high" in reasons or "out of order" in reasons
     assert "trade" in reasons and "symbol None" in reasons and "not valid UTF-8" in reasons
+
+
+@pytest.mark.broker
+def test_a_malformed_batch_row_is_refused_alone_and_a_batch_under_another_key_whole(
+    broker: str, topic_prefix: str, ch: Client, ch_url: str, ch_db: str, tmp_path: Path
+) -> None:
+    """Batch records (REST pages, imports): a bad row is dead-lettered with its index and the
+    rest of the batch is stored; a batch whose stream is not its key touches no state."""
+    topics = unique_topics(broker, topic_prefix)
+    candles = list(vision_candles("LINKUSDT")[:600])
+    records: list[tuple[str, bytes]] = []
+    bad_rows = 0
+    for i in range(0, 600, 100):
+        value = raw_batch(candles[i : i + 100], source="rest", received_at=0)
+        broken = list(value["klines"][10])
+        if i % 200 == 0:
+            broken[2] = "0.0001"  # high below low, beside the good row of the same minute
+        else:
+            broken[5] = "NaN"  # volume
+        value["klines"].insert(11, broken)
+        bad_rows += 1
+        records.append(("LINKUSDT:1m", orjson.dumps(value)))
+    stray = raw_batch(candles[:5], source="rest", received_at=0)
+    records.append(("AVAXUSDT:1m", orjson.dumps(stray)))  # LINKUSDT rows under AVAXUSDT's key
+    records.append(("LINKUSDT:1m", orjson.dumps({**stray, "klines": []})))
+    before = DEAD_LETTERS.labels(stage="decode")._value.get()
+    produce(broker, topics["raw"], records)
+    run_topology(broker, topics, ch_url, ch_db, tmp_path / "state", resample=())
+
+    assert ch.query("SELECT count() FROM ohlcv_candles FINAL").result_rows[0][0] == 600
+    assert (
+        ch.query("SELECT count() FROM ohlcv_candles FINAL WHERE symbol = 'AVAXUSDT'").result_rows[0][0] == 0
+    )
+    assert ch.query("SELECT count() FROM gap_segments").result_rows[0][0] == 0
+    stored = ch.query(
+        "SELECT toUnixTimestamp64Milli(open_time), high, volume FROM ohlcv_candles FINAL ORDER BY open_time"
+    ).result_rows
+    assert stored == [(c.open_time, c.high, c.volume) for c in candles]
+    assert DEAD_LETTERS.labels(stage="decode")._value.get() - before == bad_rows + 2
+    c = Consumer({"bootstrap.servers": broker, "group.id": uuid.uuid4().hex, "enable.auto.commit": False})
+    c.assign([TopicPartition(topics["dead"], 0, 0)])
+    letters = []
+    while len(letters) < bad_rows + 2:
+        msg = c.poll(10)
+        assert msg is not None, f"only {len(letters)} dead letters"
+        letters.append(DeadLetter.model_validate_json(msg.value()))
+    c.close()
+    reasons = [dl.reason for dl in letters]
+    assert sum("klines[11]" in r for r in reasons) == bad_rows
+    assert any("out of order" in r for r in reasons) and any("volume" in r for r in reasons)
+    assert any("under key 'AVAXUSDT:1m'" in r for r in reasons)
+    assert any("1..1000 rows" in r for r in reasons)
+    assert {dl.key for dl in letters} == {"LINKUSDT:1m", "AVAXUSDT:1m"}
