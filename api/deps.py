@@ -13,6 +13,7 @@ from api.coalesce import Coalescer
 from api.errors import StoreUnavailableError
 from api.fanout import EventHub
 from api.queries import CandleQueries, Stream
+from api.recent_book import RecentBooks
 from ohlcv.settings import Settings
 from schemas.intervals import BINANCE_INTERVALS, interval_ms
 
@@ -50,7 +51,15 @@ async def get_hub(request: Request) -> EventHub | None:
 
 SettingsDep = Annotated[Settings, Depends(get_settings)]
 QueriesDep = Annotated[CandleQueries, Depends(get_queries)]
+
+
+async def get_books(request: Request) -> RecentBooks | None:
+    books: RecentBooks | None = getattr(request.app.state, "books", None)
+    return books
+
+
 HubDep = Annotated[EventHub | None, Depends(get_hub)]
+BooksDep = Annotated[RecentBooks | None, Depends(get_books)]
 ReadsDep = Annotated[Coalescer, Depends(get_reads)]
 
 

@@ -25,7 +25,7 @@ import socket
 import threading
 import time
 import uuid
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -48,6 +48,8 @@ class LiveEvent:
     seq: int
     type: str
     text: str
+    #: the parsed event
+    data: Any = None
 
 
 @dataclass(eq=False)
@@ -66,7 +68,7 @@ def parse_event(key: bytes | str | None, value: bytes) -> LiveEvent | None:
         k = f"{ev['symbol']}:{ev['interval']}"
     except (orjson.JSONDecodeError, KeyError, TypeError, ValueError):
         return None
-    return LiveEvent(key=k, seq=seq, type=etype, text=value.decode())
+    return LiveEvent(key=k, seq=seq, type=etype, text=value.decode(), data=ev)
 
 
 class EventHub:
@@ -87,6 +89,10 @@ class EventHub:
         self.consumer_config = consumer_config or {}
         self.ring_size = ring_size
         self._subs: dict[str, set[Subscription]] = collections.defaultdict(set)
+        #: keys whose ring is kept without a subscriber (api.recent_book)
+        self._tracked: set[str] = set()
+        #: called on the loop with (key, parsed event) for every event received
+        self.listeners: list[Callable[[str, Any], None]] = []
         self._rings: dict[str, collections.OrderedDict[int, LiveEvent]] = {}
         self._latest: dict[str, int] = {}
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -125,7 +131,13 @@ class EventHub:
             subs.discard(sub)
             if not subs:
                 del self._subs[sub.key]
-                self._rings.pop(sub.key, None)
+                if sub.key not in self._tracked:
+                    self._rings.pop(sub.key, None)
+
+    def track(self, key: str) -> None:
+        """Keep the newest events of ``key`` in the ring without a subscriber (starts the consumer)."""
+        self._tracked.add(key)
+        self._ensure_started()
 
     async def wait_ready(self, timeout_s: float) -> bool:
         """Wait until partitions are assigned, at most until ``timeout_s`` after the consumer started.
@@ -158,16 +170,18 @@ class EventHub:
             self.events_received += 1
             if ev.seq > self._latest.get(ev.key, 0):
                 self._latest[ev.key] = ev.seq
+            for listener in self.listeners:
+                listener(ev.key, ev.data)
             subs = self._subs.get(ev.key)
-            if not subs:
-                continue  # rings are kept for subscribed keys only (memory stays bounded)
+            if not subs and ev.key not in self._tracked:
+                continue  # rings are kept for subscribed and tracked keys only (memory stays bounded)
             ring = self._rings.get(ev.key)
             if ring is None:
                 ring = self._rings[ev.key] = collections.OrderedDict()
             ring[ev.seq] = ev
             if len(ring) > self.ring_size:
                 ring.popitem(last=False)
-            for sub in subs:
+            for sub in subs or ():
                 if sub.overflowed.is_set():
                     continue
                 try:

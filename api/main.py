@@ -37,6 +37,7 @@ from api.fanout import EventHub
 from api.middleware import RequestContextMiddleware
 from api.models import WsSnapshot
 from api.queries import CandleQueries, ClientPool
+from api.recent_book import RecentBooks
 from api.routes import health, metrics, ws
 from api.routes import ohlcv as ohlcv_routes
 from ohlcv.errors import ClickHouseUnavailableError
@@ -84,9 +85,14 @@ def create_app(
         await anyio.to_thread.run_sync(pool.warm)
         consumer_config: dict[str, Any] = dict(EMBEDDED_CONSUMER_CONFIG) if settings.embedded_broker else {}
         hub = EventHub(broker_address, events_topic, consumer_config=consumer_config)
-        app.state.queries = CandleQueries(pool)
+        queries = app.state.queries = CandleQueries(pool)
         app.state.reads = Coalescer()
         app.state.hub = hub
+        app.state.books = (
+            RecentBooks(hub, queries.book_seed, queries.max_seq)
+            if settings.api_recent_book and broker_address
+            else None
+        )
         try:
             yield
         finally:

@@ -26,6 +26,7 @@ from typing import Any
 from clickhouse_connect.driver.client import Client
 
 from api.errors import StoreUnavailableError
+from api.recent_book import BOOK_ROWS
 from ohlcv.errors import ClickHouseUnavailableError
 
 logger = logging.getLogger(__name__)
@@ -383,6 +384,13 @@ class CandleQueries:
             latest_open_time=int(last) if has else None,
             count=int(count),
         )
+
+    def book_seed(self, st: Stream) -> tuple[int, list[dict[str, Any]]]:
+        """(max stored seq, the newest BOOK_ROWS candles ascending), the seq read first: every
+        event up to it is in the candles read after (the sink stores candles before events)."""
+        seq = self.max_seq(st)
+        rows = self._rows("recent.book", SQL_RECENT, st.params(include_open=True, n=BOOK_ROWS))
+        return seq, [candle_dict(r) for r in reversed(rows)]
 
     def max_seq(self, st: Stream) -> int:
         return int(self._rows("ws.max_seq", SQL_MAX_SEQ, st.params())[0][0] or 0)

@@ -11,7 +11,8 @@ WebSocket clients run in this process, so the server is measured over real socke
 1. ``baseline_healthz``: ``/healthz`` at the same rate (the cost of HTTP + middleware alone);
 2. ``recent``: ``/api/ohlcv/recent?limit=100`` at ``--rate`` req/s for ``--duration`` s,
    open loop (requests are sent on schedule whatever the answers do), latency measured from
-   the scheduled send time, so queueing shows;
+   the scheduled send time, so queueing shows; after the route's live book is seeded
+   (``served_from`` counts the ``X-Recent-Source`` of the answers: book or clickhouse);
 3. ``ws_fanout``: ``--clients`` WebSocket clients hold a snapshot; then one closed kline at a
    time is produced to the raw topic and we time, from the produce call, the ``append`` of that
    candle at a plain Kafka consumer of the events topic (``pipeline_ms``: the topology alone,
@@ -120,8 +121,12 @@ class _Conn:
         for line in head.split(b"\r\n"):
             if line[:15].lower() == b"content-length:":
                 length = int(line[15:])
+            elif line[:16].lower() == b"x-recent-source:":
+                self.source = line[16:].strip().decode()
         await self.reader.readexactly(length)
         return status
+
+    source = ""
 
 
 async def open_loop(host: str, port: int, target: str, rate: float, duration_s: float) -> dict[str, Any]:
@@ -135,8 +140,13 @@ async def open_loop(host: str, port: int, target: str, rate: float, duration_s: 
         return idle.pop() if idle else _Conn(*await asyncio.open_connection(host, port))
 
     c = await conn()
-    await c.get(request)  # warm the route and the caches
+    await c.get(request)  # warm the route and the caches (for recent: until the book answers)
+    deadline = time.perf_counter() + 30
+    while c.source == "clickhouse" and time.perf_counter() < deadline:
+        await asyncio.sleep(0.1)
+        await c.get(request)
     idle.append(c)
+    sources: dict[str, int] = {}
     t0 = time.perf_counter() + 0.2
 
     async def one(i: int) -> None:
@@ -147,6 +157,8 @@ async def open_loop(host: str, port: int, target: str, rate: float, duration_s: 
             try:
                 c = await conn() if attempt == 0 else _Conn(*await asyncio.open_connection(host, port))
                 status = str(await c.get(request))
+                if c.source:
+                    sources[c.source] = sources.get(c.source, 0) + 1
                 idle.append(c)
                 break
             except (OSError, asyncio.IncompleteReadError, ValueError) as exc:
@@ -160,7 +172,7 @@ async def open_loop(host: str, port: int, target: str, rate: float, duration_s: 
         c.writer.close()
     return {
         "requests": n, "achieved_rps": round(n / elapsed, 1), "statuses": statuses,
-        "connections": len(idle), **summary_ms(lat),
+        **({"served_from": sources} if sources else {}), "connections": len(idle), **summary_ms(lat),
     }  # fmt: skip
 
 

@@ -66,6 +66,10 @@ class Settings(BaseSettings):
     api_key: SecretStr = SecretStr("dev-key")
     api_host: str = "127.0.0.1"
     api_port: int = Field(default=8000, ge=0, le=65535)
+    api_recent_book: bool = Field(
+        default=True,
+        description="API_RECENT_BOOK: serve /recent from the live event stream (api.recent_book)",
+    )
     health_max_ingestion_lag_sec: float = Field(default=120.0, gt=0)
 
     @field_validator("symbols", "intervals", "resample_intervals", mode="before")

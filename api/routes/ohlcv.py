@@ -5,9 +5,9 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, HTTPException, Query
+from fastapi import APIRouter, HTTPException, Query, Response
 
-from api.deps import ApiKeyDep, QueriesDep, ReadsDep, StreamDep
+from api.deps import ApiKeyDep, BooksDep, QueriesDep, ReadsDep, StreamDep
 from api.metrics import DELTA_REQUESTS
 from api.models import (
     DeltaResponse,
@@ -18,6 +18,7 @@ from api.models import (
     MetaResponse,
     RecentResponse,
 )
+from api.recent_book import RECENT_SERVED
 
 MAX_LIMIT = 1000
 MAX_DELTA_LIMIT = 5000
@@ -44,16 +45,27 @@ async def recent(
     st: StreamDep,
     queries: QueriesDep,
     reads: ReadsDep,
+    books: BooksDep,
+    response: Response,
     limit: Limit = 100,
     include_open: Annotated[
         bool, Query(description="false: closed candles only; true: the candle in progress may be the last")
     ] = True,
 ) -> RecentResponse:
-    """The newest ``limit`` candles, ascending by open_time."""
-    # the hot, most-polled read: identical concurrent calls share one query (api.coalesce)
-    candles = await reads.read(
-        ("recent", st.key, limit, include_open), queries.recent, st, limit, include_open
-    )
+    """The newest ``limit`` candles, ascending by open_time.
+
+    Served from the process's live book of the stream when it holds the answer (header
+    ``X-Recent-Source: book``; api.recent_book), else from ClickHouse (``clickhouse``)."""
+    candles = books.answer(st, limit, include_open) if books is not None else None
+    source = "book"
+    if candles is None:
+        # identical concurrent calls share one query (api.coalesce)
+        source = "clickhouse"
+        candles = await reads.read(
+            ("recent", st.key, limit, include_open), queries.recent, st, limit, include_open
+        )
+    response.headers["X-Recent-Source"] = source
+    RECENT_SERVED.labels(source).inc()
     return RecentResponse.model_validate(
         {"symbol": st.symbol, "interval": st.interval, "count": len(candles), "candles": candles}
     )
