@@ -139,7 +139,7 @@ def make_step(machine: CandleStateMachine, resampler: Resampler | None = None) -
         c0 = candles[0]
         _child(KLINES_PROCESSED, c0.interval).inc(len(candles))
         outs = machine.apply_many(candles, state)
-        higher: list[Candle] = []
+        closed_1m: list[dict[str, Any]] = []
         for o in outs:
             if o["kind"] == "event":
                 _child(EVENTS_EMITTED, o["type"], o["interval"]).inc()
@@ -148,10 +148,12 @@ def make_step(machine: CandleStateMachine, resampler: Resampler | None = None) -
                 elif o["type"] == "append" and o["late"]:
                     LATE_FILLS.inc(o["count"])
                 if resampler is not None and c0.interval == "1m":
-                    for c in candles_of_event(o):
-                        higher.extend(resampler.apply(c0.symbol, c, state))
-        if higher:
-            outs.extend(higher_records(higher, int(time.time() * 1000)))
+                    closed_1m.extend(candles_of_event(o))
+        if closed_1m:
+            assert resampler is not None
+            higher = resampler.apply_many(c0.symbol, closed_1m, state)
+            if higher:
+                outs.extend(higher_records(higher, int(time.time() * 1000)))
         return outs + dead if dead else outs
 
     return apply_record

@@ -125,6 +125,16 @@ class Resampler:
         state.set(f"e{interval}:{start}", True)
         return aggregate(symbol, interval, start, self._bars(interval, start, state), now)
 
+    def apply_many(self, symbol: str, candles: list[dict[str, Any]], state: StreamState) -> list[Candle]:
+        """``apply`` of each candle in order, through one cached view of the state (a batch
+        record's candles cost one read and one write per state key, not one per candle)."""
+        cached = _Cached(state)
+        out: list[Candle] = []
+        for c in candles:
+            out.extend(self.apply(symbol, c, cached))
+        cached.flush()
+        return out
+
     def apply(self, symbol: str, candle: dict[str, Any], state: StreamState) -> list[Candle]:
         """One closed 1m candle (CandleOut dict, new or repaired) -> the higher candles to send."""
         now = self.clock_ms()
@@ -156,6 +166,32 @@ class Resampler:
         if last is None or t > last:
             state.set("last", t)
         return out
+
+
+class _Cached:
+    """A read-through, write-back view of a stream's state for one record: every key is read
+    (deserialized) at most once and written (serialized) once, at ``flush``."""
+
+    def __init__(self, state: StreamState):
+        self.state = state
+        self.values: dict[str, Any] = {}
+        self.dirty: set[str] = set()
+
+    def get(self, key: str, default: Any = None) -> Any:
+        if key in self.values:
+            v = self.values[key]
+        else:
+            v = self.values[key] = self.state.get(key)
+        return default if v is None else v
+
+    def set(self, key: str, value: Any) -> None:
+        self.values[key] = value
+        self.dirty.add(key)
+
+    def flush(self) -> None:
+        for key in self.dirty:
+            self.state.set(key, self.values[key])
+        self.dirty.clear()
 
 
 def candles_of_event(event: dict[str, Any]) -> list[dict[str, Any]]:

@@ -305,10 +305,8 @@ class Pipeline:
         outs = self.machine.apply_many(cs, state)
         higher: list[Candle] = []
         if c0.interval == "1m":
-            for o in outs:
-                if o["kind"] == "event":
-                    for candle in candles_of_event(o):
-                        higher.extend(self.resampler.apply(c0.symbol, candle, state))
+            closed = [c for o in outs if o["kind"] == "event" for c in candles_of_event(o)]
+            higher = self.resampler.apply_many(c0.symbol, closed, state)
         self.record.ingest(outs)
         self.outputs.extend(outs)
         for rec in higher_records(higher, 0):
