@@ -30,7 +30,7 @@ from confluent_kafka import Consumer
 
 from ohlcv.infra.broker import EMBEDDED_CONSUMER_CONFIG, EmbeddedBroker
 from ohlcv.infra.clickhouse import make_client, migrate
-from sinks.clickhouse import ClickHouseCandleSink
+from sinks.clickhouse import Rows
 from tests.topologies.helpers import xrp_candles
 from tests.topologies.pipeline import produce, unique_topics
 from topologies.runner import TopologyConfig, build_application
@@ -98,17 +98,17 @@ def topology(address: str, topics: dict[str, str], n: int, resample: tuple[str, 
         last[:] = [now]
 
     app._on_message_processed = on_processed  # the public hook is a constructor argument
-    write = ClickHouseCandleSink.write
+    write = Rows.write
 
-    def timed_write(self: ClickHouseCandleSink, batch: Any) -> None:
-        write(self, batch)
-        last[:] = [time.perf_counter()]  # the end is the last sink write, not the last message
+    def timed_write(self: Rows, client: Any) -> None:
+        write(self, client)
+        last[:] = [time.perf_counter()]  # the end is the last ClickHouse write, not the last message
 
-    ClickHouseCandleSink.write = timed_write  # type: ignore[method-assign]
+    Rows.write = timed_write  # type: ignore[method-assign]
     try:
         app.run(timeout=5)
     finally:
-        ClickHouseCandleSink.write = write  # type: ignore[method-assign]
+        Rows.write = write  # type: ignore[method-assign]
     client = make_client(url, db)
     stored = client.query("SELECT count() FROM ohlcv_candles FINAL WHERE interval = '1m'").result_rows[0][0]
     assert stored == n, f"topology stored {stored} of {n}"

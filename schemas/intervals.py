@@ -19,13 +19,18 @@ class UnknownIntervalError(ValueError):
     """An interval string that Binance does not serve with a fixed length."""
 
 
+#: every served interval's length (ms), computed once: the topology asks per kline
+_LENGTH_MS = {iv: int(iv[:-1]) * _UNIT_MS[iv[-1]] for iv in BINANCE_INTERVALS}
+
+
 def interval_ms(interval: str) -> int:
     """Length of ``interval`` in milliseconds; raises UnknownIntervalError for anything else."""
-    if interval not in BINANCE_INTERVALS:
+    try:
+        return _LENGTH_MS[interval]
+    except (KeyError, TypeError):
         raise UnknownIntervalError(
             f"unknown interval {interval!r}: expected one of {', '.join(BINANCE_INTERVALS)}"
-        )
-    return int(interval[:-1]) * _UNIT_MS[interval[-1]]
+        ) from None
 
 
 def bucket_start(open_time_ms: int, interval: str) -> int:
