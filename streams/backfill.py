@@ -22,7 +22,7 @@ One poll (``run_once``; ``run(stop_event)`` repeats it every ``poll_interval_s``
    back-off elapsed (``backoff_initial_s`` doubling up to ``backoff_max_s``, at most
    ``max_attempts``), most missing bars first, then the oldest. ``concurrency`` worker threads
    repair them: fetch the segment's range from REST page by page (closed candles only) and
-   produce every candle not stored yet onto the raw topic as a closed kline with
+   produce every candle REST has in it onto the raw topic as a closed kline with
    ``source="rest"`` (``streams.replay``: murmur2 partitioning, the same partition as the live
    stream of the key). The topology treats them as late fills and closes the segment itself.
    A range REST has nothing for produces nothing and counts as one empty answer.
@@ -688,6 +688,7 @@ class Orchestrator:
         from streams.replay import ReplayError, replay_to_kafka
 
         rest_bars = produced = 0
+        produced_times: set[int] = set()
         try:
             rest = self.rest.get(market)
             if rest is None:
@@ -696,13 +697,18 @@ class Orchestrator:
             for page in rest.iter_pages(s.symbol, s.interval, run.from_open_time, run.to_open_time):
                 in_range = [c for c in page if run.from_open_time <= c.open_time <= run.to_open_time]
                 rest_bars += len(in_range)
-                new = [c for c in in_range if c.open_time not in stored]
-                if new:
+                # every bar of the range is missing as far as the topology knows, so every one
+                # REST has goes to it, stored or not: a stored one is either known to it (it
+                # changes nothing) or was stored by a batch whose events never were (a crash
+                # between the sink's inserts, its raw records lost with a memory-only broker),
+                # which the topology announces now and so closes the gap it saw there
+                if in_range:
                     replay_to_kafka(
-                        self.broker_address, new, topic=cfg.raw_topic, source="rest", market=market,
+                        self.broker_address, in_range, topic=cfg.raw_topic, source="rest", market=market,
                         producer=self._get_producer(),
                     )  # fmt: skip
-                    produced += len(new)
+                    produced += len(in_range)
+                    produced_times.update(c.open_time for c in in_range)
         except BackfillStoppedError:
             # a shutdown is not the segment's failure: its previous lifecycle row comes back
             self._write_repair(_Repair.of(s))
@@ -727,7 +733,7 @@ class Orchestrator:
             self._pending[s.key] = _Pending(
                 run=run,
                 market=market,
-                target=len(stored) + produced,
+                target=len(stored | produced_times),
                 produced=produced,
                 started=time.monotonic(),
             )
@@ -831,8 +837,8 @@ class Orchestrator:
                     with self._lock:
                         self._pending.pop(key, None)
                     error = (
-                        f"produced {p.produced} candles to {cfg.raw_topic} but the topology stored only "
-                        f"{present - (p.target - p.produced)} of them within {cfg.landing_timeout_s:.0f}s; "
+                        f"produced {p.produced} candles to {cfg.raw_topic} but only {present} of the "
+                        f"{p.target} bars expected are stored within {cfg.landing_timeout_s:.0f}s; "
                         "is the candle topology running?"
                     )
                     self._fail(

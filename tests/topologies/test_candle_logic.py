@@ -115,3 +115,43 @@ def test_real_vision_months_have_no_gaps(symbol: str) -> None:
     outs, _, _ = run(vision_candles(symbol))
     assert events(outs, "gap_detected") == []
     assert len(events(outs, "append")) == 40_320
+
+
+class TornRecord(NoRecord):
+    """A record left by a crash between the sink's inserts: candles 100..109 stored by a batch
+    whose events never were (event_seq above the stored max seq 200), and raw records lost."""
+
+    def __init__(self, cs: list[Any]):
+        self.cs = cs
+
+    def seed(self, symbol: str, interval: str) -> dict[str, Any]:
+        return {"first_closed": self.cs[0].open_time, "last_closed": self.cs[99].open_time, "seq": 200,
+                "segments": [], "torn": [c.open_time for c in self.cs[100:110]]}  # fmt: skip
+
+    def closed_candles(self, symbol: str, interval: str, open_times: list[int], max_seq: int | None = None):
+        assert max_seq == 200, "a torn candle is looked up as of the stored max seq"
+        return {}  # no version of them was ever announced
+
+
+def test_torn_candles_never_replayed_are_announced_when_rest_brings_them() -> None:
+    """The memory-only broker died with the process, so the torn batch is never replayed: the
+    next live candle shows a gap over the torn bars; the orchestrator sends what REST has for it
+    (stored or not), and the machine announces the torn candles then, closing the gap, with seqs
+    continuing from the stored max."""
+    cs = list(vision_candles("NEARUSDT")[:120])
+    machine = CandleStateMachine(TornRecord(cs), lambda: 1_800_000_000_000)
+    state = DictState()
+    out = machine.apply(cs[110], state)
+    gap = events(out, "gap_detected")
+    assert [(e["from_open_time"], e["to_open_time"], e["seq"]) for e in gap] == [
+        (cs[100].open_time, cs[109].open_time, 201)
+    ]
+    out = machine.apply_many(cs[100:110], state)  # the REST page of the segment
+    (append,) = events(out, "append")
+    assert append["late"] and [c["open_time"] for c in append["candles"]] == [
+        c.open_time for c in cs[100:110]
+    ]
+    (repaired,) = events(out, "gap_repaired")
+    assert repaired["segment_id"] == cs[100].open_time and repaired["missing_bars"] == 10
+    assert state.get("meta")["torn"] == []
+    assert machine.apply_many(cs[100:110], state) == []  # announced now: a second copy changes nothing
