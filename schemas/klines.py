@@ -126,19 +126,23 @@ def split_key(key: str) -> tuple[str, str]:
     return symbol, interval
 
 
-def _num(k: dict[str, Any], field: str, *, optional: bool = False) -> float | None:
-    v = k.get(field)
+def _number(v: Any, label: str, optional: bool = False) -> float | None:
+    """``v`` as a finite non-negative float; ``label`` names it in the error (``field k.o``)."""
     if v is None:
         if optional:
             return None
-        raise MalformedKlineError(f"field k.{field} is missing")
+        raise MalformedKlineError(f"{label} is missing")
     try:
         f = float(v)
     except (TypeError, ValueError) as exc:
-        raise MalformedKlineError(f"field k.{field}={v!r} is not a number") from exc
-    if not math.isfinite(f) or f < 0:
-        raise MalformedKlineError(f"field k.{field}={v!r} is not a finite non-negative number")
+        raise MalformedKlineError(f"{label}={v!r} is not a number") from exc
+    if not 0.0 <= f < math.inf:  # NaN fails too
+        raise MalformedKlineError(f"{label}={v!r} is not a finite non-negative number")
     return f
+
+
+def _num(k: dict[str, Any], field: str, *, optional: bool = False) -> float | None:
+    return _number(k.get(field), f"field k.{field}", optional)
 
 
 def _int(k: dict[str, Any], field: str, *, optional: bool = False) -> int | None:
@@ -226,17 +230,7 @@ _INF = math.inf
 
 
 def _row_num(v: Any, i: int, name: str, optional: bool = False) -> float | None:
-    if v is None:
-        if optional:
-            return None
-        raise MalformedKlineError(f"klines[{i}].{name} is missing")
-    try:
-        f = float(v)
-    except (TypeError, ValueError) as exc:
-        raise MalformedKlineError(f"klines[{i}].{name}={v!r} is not a number") from exc
-    if not 0.0 <= f < _INF:  # NaN fails too
-        raise MalformedKlineError(f"klines[{i}].{name}={v!r} is not a finite non-negative number")
-    return f
+    return _number(v, f"klines[{i}].{name}", optional)
 
 
 def _batch_row(value: dict[str, Any], symbol: str, interval: str, step: int, i: int, row: Any,
@@ -341,6 +335,8 @@ def raw_batch(
     if not candles or len(candles) > MAX_BATCH:
         raise ValueError(f"a batch holds 1..{MAX_BATCH} candles, got {len(candles)}")
     c0 = candles[0]
+    if any(c.symbol != c0.symbol or c.interval != c0.interval or not c.is_closed for c in candles):
+        raise ValueError("a batch holds closed candles of one stream")
     value: dict[str, Any] = {
         "source": source, "market": market, "received_at": received_at,
         "symbol": c0.symbol, "interval": c0.interval,
@@ -348,8 +344,6 @@ def raw_batch(
                     c.close_time, _dec(c.quote_volume), c.trades, _dec(c.taker_buy_base),
                     _dec(c.taker_buy_quote), "0"] for c in candles],
     }  # fmt: skip
-    if any(c.symbol != c0.symbol or c.interval != c0.interval or not c.is_closed for c in candles):
-        raise ValueError("a batch holds closed candles of one stream")
     if c0.bars is not None:
         value["bars"] = [c.bars for c in candles]
     return value
@@ -380,9 +374,9 @@ def raw_from_candle(c: Candle, *, source: str, received_at: int, market: str = "
                 "v": repr(c.volume),
                 "n": c.trades,
                 "x": c.is_closed,
-                "q": None if c.quote_volume is None else repr(c.quote_volume),
-                "V": None if c.taker_buy_base is None else repr(c.taker_buy_base),
-                "Q": None if c.taker_buy_quote is None else repr(c.taker_buy_quote),
+                "q": _dec(c.quote_volume),
+                "V": _dec(c.taker_buy_base),
+                "Q": _dec(c.taker_buy_quote),
             },
         },
     }

@@ -13,6 +13,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
 
 from schemas.events import CandleEvent, DeadLetter
+from schemas.klines import MAX_BATCH
 
 DAY_MS = 86_400_000
 
@@ -40,7 +41,7 @@ class RawKlineBatch(BaseModel):
     symbol: str
     interval: str
     klines: list[list[Any]] = Field(
-        min_length=1, max_length=1000,
+        min_length=1, max_length=MAX_BATCH,
         description="Binance REST kline rows [t, o, h, l, c, v, T, q, n, V, Q, ignore], all closed",
     )  # fmt: skip
     bars: list[int] | None = Field(default=None, description="1m bars behind each resampled row")
