@@ -8,9 +8,9 @@ per process), and it should say what the WebSocket says. So each API process kee
   ClickHouse: the newest ``BOOK_ROWS`` candles and the stream's max stored ``seq`` (S). Events
   the hub received meanwhile (its ring) with seq > S are applied on top.
 - **Live.** Every event of the stream the hub consumes is applied in seq order (seq == book.seq
-  + 1): ``partial_update``, ``append`` and ``repair`` replace candles by open time, exactly as
-  the sink's rows replace them in ``ohlcv_candles`` under FINAL (a ``partial_close`` is stored
-  by the ``append`` that follows it, so it changes nothing here either). An event
+  + 1): the candles it stores (``schemas.events.stored_candles``) replace the book's by open
+  time under the table's own rule (``candle_version``: the highest wins), as in
+  ``ohlcv_candles`` under FINAL. An event
   at or below book.seq is already in; a jump means the book missed one, and it is dropped.
 - **Check.** Events reach the API before the sink's checkpoint stores them, so a book is at
   least as new as ClickHouse, unless it missed an event published before the consumer was
@@ -32,6 +32,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from prometheus_client import Counter
+
+from schemas.events import candle_version, stored_candles
 
 logger = logging.getLogger(__name__)
 
@@ -64,18 +66,10 @@ class RecentBook:
         if seq != self.seq + 1:
             return False
         self.seq = seq
-        etype = ev["type"]
-        if etype == "append":
-            for c in ev["candles"]:
-                self.rows[int(c["open_time"])] = c
-        elif etype == "repair":
-            c = ev["candle"]
-            self.rows[int(c["open_time"])] = c
-        elif etype == "partial_update":
-            c = ev["candle"]
+        for c in stored_candles(ev):  # the table's rows and its rule: the highest version wins
             t = int(c["open_time"])
             old = self.rows.get(t)
-            if old is None or not old["is_closed"]:  # under FINAL a closed row outranks it
+            if old is None or candle_version(c) >= candle_version(old):
                 self.rows[t] = c
         if len(self.rows) > BOOK_ROWS:
             for t in sorted(self.rows)[: len(self.rows) - BOOK_ROWS]:

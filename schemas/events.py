@@ -11,7 +11,7 @@ OpenAPI for the API). The topology builds the same shapes as plain dicts on its 
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -68,6 +68,23 @@ def candle_out(c: Candle, revision: int = 0) -> dict[str, object]:
         "revision": revision,
         "bars": c.bars,
     }
+
+
+def stored_candles(event: dict[str, Any]) -> list[dict[str, Any]]:
+    """The candles an event writes into ``ohlcv_candles`` (a ``partial_close``'s candle is
+    written by the ``append`` that follows it)."""
+    etype = event.get("type")
+    if etype == "append":
+        return list(event["candles"])
+    if etype in ("partial_update", "repair"):
+        return [event["candle"]]
+    return []
+
+
+def candle_version(c: dict[str, Any]) -> int:
+    """The ReplacingMergeTree version of a candle row (CandleOut dict): a later revision wins,
+    and a closed candle wins over its in-progress rows."""
+    return int(c.get("revision") or 0) * 2 + int(bool(c["is_closed"]))
 
 
 class _Event(BaseModel):

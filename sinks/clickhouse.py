@@ -18,6 +18,7 @@ from clickhouse_connect.driver.client import Client
 from quixstreams.sinks import BatchingSink, SinkBackpressureError, SinkBatch
 
 from ohlcv.infra.clickhouse import make_client
+from schemas.events import candle_version, stored_candles
 
 logger = logging.getLogger(__name__)
 
@@ -32,18 +33,15 @@ SEGMENT_COLUMNS = [
 ]  # fmt: skip
 EVENT_COLUMNS = ["symbol", "interval", "seq", "type", "open_time", "emitted_at", "payload"]
 
-_CANDLE_EVENTS = {"partial_update": "candle", "repair": "candle", "append": "candles"}
-
 
 def candle_row(symbol: str, interval: str, c: dict[str, Any], now_ms: int, seq: int = 0) -> list[Any]:
     """A row of ``ohlcv_candles`` from a CandleOut dict; version = revision * 2 + is_closed;
     ``seq`` is the announcing event's (see migration 0004)."""
-    revision = int(c.get("revision") or 0)
     return [
         symbol, interval, c["open_time"], c["close_time"], c["open"], c["high"], c["low"],
         c["close"], c["volume"], c["quote_volume"], c["trades"], c["taker_buy_base"],
-        c["taker_buy_quote"], c["is_closed"], c["source"], c["bars"], revision,
-        revision * 2 + int(bool(c["is_closed"])), c["close_time"], now_ms, seq,
+        c["taker_buy_quote"], c["is_closed"], c["source"], c["bars"], int(c.get("revision") or 0),
+        candle_version(c), c["close_time"], now_ms, seq,
     ]  # fmt: skip
 
 
@@ -68,13 +66,9 @@ class Rows:
     def add(self, out: dict[str, Any], now_ms: int) -> None:
         kind = out.get("kind")
         if kind == "event":
-            field = _CANDLE_EVENTS.get(out["type"])
             symbol, interval, seq = out["symbol"], out["interval"], out["seq"]
-            if field == "candle":
-                self.candles.append(candle_row(symbol, interval, out["candle"], now_ms, seq))
-            elif field == "candles":
-                for c in out["candles"]:
-                    self.candles.append(candle_row(symbol, interval, c, now_ms, seq))
+            for c in stored_candles(out):
+                self.candles.append(candle_row(symbol, interval, c, now_ms, seq))
             payload = {k: v for k, v in out.items() if k != "kind"}
             self.events.append([
                 out["symbol"], out["interval"], out["seq"], out["type"], event_open_time(out),

@@ -21,6 +21,7 @@ import time
 from collections.abc import Callable
 from typing import Any, Protocol
 
+from schemas.events import stored_candles
 from schemas.intervals import bucket_start, interval_ms
 from schemas.klines import Candle
 
@@ -195,9 +196,5 @@ class _Cached:
 
 
 def candles_of_event(event: dict[str, Any]) -> list[dict[str, Any]]:
-    """The 1m candles an append or repair event carries."""
-    if event.get("type") == "append":
-        return list(event.get("candles") or [])
-    if event.get("type") == "repair":
-        return [event["candle"]]
-    return []
+    """The closed candles an event stores (those of an append or a repair)."""
+    return [c for c in stored_candles(event) if c["is_closed"]]
