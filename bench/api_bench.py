@@ -63,7 +63,7 @@ def serve(args: argparse.Namespace) -> None:
     from api.main import create_app
     from ohlcv.infra.clickhouse import make_client, migrate
     from ohlcv.settings import Settings
-    from topologies.runner import TopologyConfig, build_application
+    from topologies.runner import TopologyConfig, build_application, tune_gc
 
     url = f"chdb://{args.chdb}"
     migrate(make_client(url, args.db))
@@ -86,7 +86,9 @@ def serve(args: argparse.Namespace) -> None:
         consumer_group=f"bench-{uuid.uuid4().hex[:6]}", state_dir=Path(args.state), embedded_broker=True,
         resample_intervals=(), raw_topic=args.raw, events_topic=args.events, deadletter_topic=args.dead,
     )  # fmt: skip
-    build_application(cfg).run()  # until SIGTERM (Quix handles it in the main thread)
+    app = build_application(cfg)
+    tune_gc()  # as `ohlcv up` does
+    app.run()  # until SIGTERM (Quix handles it in the main thread)
     server.should_exit = True
     thread.join(20)
 

@@ -33,7 +33,7 @@ from ohlcv.infra.clickhouse import make_client, migrate
 from sinks.clickhouse import Rows
 from tests.topologies.helpers import xrp_candles
 from tests.topologies.pipeline import produce, unique_topics
-from topologies.runner import TopologyConfig, build_application
+from topologies.runner import TopologyConfig, build_application, tune_gc
 
 
 def _candles(n: int) -> list:  # type: ignore[type-arg]
@@ -88,6 +88,7 @@ def topology(address: str, topics: dict[str, str], n: int, resample: tuple[str, 
         deadletter_topic=topics["dead"],
     )  # fmt: skip
     app = build_application(cfg)
+    tune_gc()  # as the services that run it do
     first: list[float] = []
     last: list[float] = []
 

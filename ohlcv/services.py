@@ -82,10 +82,11 @@ def _start_api(services: Services) -> None:
 
 def _start_topologies(services: Services) -> None:
     """The candle + resample topologies own the main thread (Quix handles SIGINT/SIGTERM)."""
-    from topologies.runner import TopologyConfig, build_application
+    from topologies.runner import TopologyConfig, build_application, tune_gc
 
     settings = services.stack.settings
     app = build_application(TopologyConfig.from_settings(settings, services.stack.broker_address))
+    tune_gc()
     if settings.ingestion_enabled:
         from streams.runner import add_live_source
 

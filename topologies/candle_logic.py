@@ -268,23 +268,10 @@ class CandleStateMachine:
     def _closed(self, c: Candle, meta: dict[str, Any], b: _Batch) -> None:
         t = c.open_time
         bucket_no = t // b.known.span
-        bucket = b.known.buckets.get(bucket_no)
-        if bucket is None:
-            bucket = b.known.bucket(bucket_no)
+        bucket = b.known.bucket(bucket_no)
         k = bucket.get(t)
         known = b.stored.get(t) if k is None else (k[0], k[1])
-        fp = [
-            c.open,
-            c.high,
-            c.low,
-            c.close,
-            c.volume,
-            c.quote_volume,
-            c.trades,
-            c.taker_buy_base,
-            c.taker_buy_quote,
-            c.bars,
-        ]  # fmt: skip  (= fingerprint(c))
+        fp = fingerprint(c)
         if known is not None and known[0] == fp:
             return  # identical duplicate: changes nothing, emits nothing
         b.known.dirty.add(bucket_no)

@@ -117,13 +117,13 @@ def higher_records(higher: list[Candle], now: int) -> list[dict[str, Any]]:
     for h in higher:
         by_key.setdefault(h.key, {})[h.open_time] = h
     out: list[dict[str, Any]] = []
-    for key, cs in by_key.items():
+    for cs in by_key.values():
         ordered = [cs[t] for t in sorted(cs)]
         for i in range(0, len(ordered), MAX_BATCH):
             chunk = ordered[i : i + MAX_BATCH]
             value = (raw_from_candle(chunk[0], source="resample", received_at=now) if len(chunk) == 1
                      else raw_batch(chunk, source="resample", received_at=now))  # fmt: skip
-            out.append({"kind": "raw", "key": key, "value": value})
+            out.append({"kind": "raw", "value": value})
     return out
 
 
@@ -189,8 +189,9 @@ def _routes(events: Topic, dead: Topic, raw: Topic | None) -> tuple[Any, Any]:
             return events
         if "stage" in value:
             return dead
-        if raw is None:
-            raise ValueError("resampling needs the raw topic to send higher candles to")
+        assert raw is not None, (
+            "higher candles come from a resampler, which build_candles gives the raw topic"
+        )
         return raw
 
     def key(value: dict[str, Any]) -> str | None:

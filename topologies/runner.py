@@ -81,7 +81,7 @@ def tune_gc() -> None:
 def build_application(cfg: TopologyConfig) -> Application:
     """The Application with both dataframes wired (candles; resampler when configured).
 
-    Tunes this process's garbage collector (``tune_gc``)."""
+    The processes that run it call ``tune_gc`` once, after building it."""
     consumer_extra: dict[str, Any] = dict(EMBEDDED_CONSUMER_CONFIG) if cfg.embedded_broker else {}
     app = Application(
         broker_address=cfg.broker_address,
@@ -111,7 +111,6 @@ def build_application(cfg: TopologyConfig) -> Application:
     machine = CandleStateMachine(lookup, now_ms)
     sink = ClickHouseCandleSink(cfg.clickhouse_url, cfg.clickhouse_database)
     resampler = Resampler(list(cfg.resample_intervals), lookup, now_ms) if cfg.resample_intervals else None
-    tune_gc()
     build_candles(
         app.dataframe(raw), machine=machine, events_topic=events, deadletter_topic=dead, sink=sink,
         resampler=resampler, raw_topic=raw,
@@ -123,4 +122,5 @@ def main(settings: Settings, broker_address: str | None = None) -> None:
     """``ohlcv run candles``: run the topologies until SIGINT/SIGTERM."""
     address = broker_address or settings.kafka_broker_address
     app = build_application(TopologyConfig.from_settings(settings, address))
+    tune_gc()
     app.run()
