@@ -9,8 +9,9 @@ from pathlib import Path
 from confluent_kafka import Producer
 
 from ohlcv.infra.kafka import ensure_topics
-from schemas.klines import Candle, raw_batch, raw_from_candle
+from schemas.klines import Candle
 from schemas.topics import CANDLE_EVENTS, DEAD_LETTER, RAW_KLINES, TopicSpec
+from streams.replay import replay_to_kafka
 from topologies.runner import TopologyConfig, build_application
 
 
@@ -33,46 +34,21 @@ def produce(
     source: str = "import",
     batch: int = 1,
 ) -> int:
-    """Produce candles (one record each, or batch records of up to ``batch`` consecutive closed
-    candles of one stream) or ready (key, value) records; returns how many candles/records."""
-    import orjson
-
+    """Produce candles (``streams.replay.replay_to_kafka``: one record each, or batch records of
+    up to ``batch`` consecutive closed candles of one stream) or ready (key, value) records;
+    returns how many candles or records were sent."""
+    items = list(candles)
+    if not items or not isinstance(items[0], tuple):
+        return replay_to_kafka(broker, items, topic=topic, source=source, batch=batch).records  # type: ignore[arg-type]
     # murmur2: the partitioner of Quix and of every producer of ours, so keys keep one partition
     p = Producer({"bootstrap.servers": broker, "enable.idempotence": True, "linger.ms": 20,
                   "partitioner": "murmur2"})  # fmt: skip
-    n = 0
-    pending: list[Candle] = []
-
-    def send() -> None:
-        if len(pending) == 1:
-            p.produce(
-                topic,
-                key=pending[0].key,
-                value=orjson.dumps(raw_from_candle(pending[0], source=source, received_at=0)),
-            )
-        elif pending:
-            p.produce(
-                topic,
-                key=pending[0].key,
-                value=orjson.dumps(raw_batch(pending, source=source, received_at=0)),
-            )
-        pending.clear()
-
-    for c in candles:
-        if isinstance(c, tuple):
-            p.produce(topic, key=c[0], value=c[1])
-        else:
-            if pending and (c.key != pending[0].key or not c.is_closed):
-                send()
-            pending.append(c)
-            if len(pending) >= batch or not c.is_closed:
-                send()
-        n += 1
+    for n, (key, value) in enumerate(items, 1):  # type: ignore[misc]
+        p.produce(topic, key=key, value=value)
         if n % 5000 == 0:
             p.poll(0)
-    send()
     p.flush(30)
-    return n
+    return len(items)
 
 
 def run_topology(broker: str, topics: dict[str, str], ch_url: str, ch_db: str, state_dir: Path,
