@@ -46,6 +46,7 @@ import websockets
 from confluent_kafka import Consumer, Producer
 
 from ohlcv.infra.broker import EMBEDDED_CONSUMER_CONFIG, EmbeddedBroker, free_port
+from ohlcv.infra.process import stop_process
 from schemas.klines import Candle, raw_from_candle
 from tests.topologies.helpers import vision_candles
 from tests.topologies.pipeline import produce, unique_topics
@@ -339,12 +340,7 @@ def main() -> None:
                        topics["events"], None if args.ws_compression == "none" else "deflate")
             )  # fmt: skip
         finally:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(30)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+            stop_process(proc, signal.SIGTERM, 30)
     print(json.dumps({
         "benchmark": "api", "date": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
         "machine": f"{platform.machine()} {os.cpu_count()} cpus", "python": platform.python_version(),

@@ -15,7 +15,6 @@ import os
 import platform
 import queue
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -24,22 +23,24 @@ import time
 from datetime import UTC, datetime
 from pathlib import Path
 
+from ohlcv.infra.broker import free_port
+from ohlcv.infra.process import stop_process
+
 REPO = Path(__file__).resolve().parent.parent
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def _status_kib(pid: int) -> dict[str, int]:
+def _vm_kib(status: str) -> dict[str, int]:
+    """VmHWM (peak) and VmRSS, in KiB, from the text of a /proc/<pid>/status."""
     out: dict[str, int] = {}
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+    for line in status.splitlines():
         key, _, value = line.partition(":")
         if key in ("VmHWM", "VmRSS"):
             out[key] = int(value.split()[0])
     return out
+
+
+def _status_kib(pid: int) -> dict[str, int]:
+    return _vm_kib(Path(f"/proc/{pid}/status").read_text())
 
 
 def _children(pid: int) -> list[int]:
@@ -62,12 +63,7 @@ def baseline_kib() -> dict[str, int]:
         "import pathlib;print(pathlib.Path('/proc/self/status').read_text())"
     )
     out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=True)
-    vals = {}
-    for line in out.stdout.splitlines():
-        key, _, value = line.partition(":")
-        if key in ("VmHWM", "VmRSS"):
-            vals[key] = int(value.split()[0])
-    return vals
+    return _vm_kib(out.stdout)
 
 
 def main() -> None:
@@ -76,7 +72,7 @@ def main() -> None:
     ap.add_argument("--timeout-s", type=float, default=180.0)
     args = ap.parse_args()
     data = Path(tempfile.mkdtemp(prefix="bench-demo-"))
-    port = _free_port()
+    port = free_port()
     env = {**os.environ, "DATA_DIR": str(data), "API_PORT": str(port), "METRICS_PORT": "0"}
     started = time.monotonic()
     proc = subprocess.Popen(
@@ -115,11 +111,7 @@ def main() -> None:
         kids = [(pid, _name(pid), _status_kib(pid)) for pid in _children(proc.pid)]
         at = time.monotonic() - started
     finally:
-        proc.send_signal(signal.SIGINT)
-        try:
-            proc.wait(60)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+        stop_process(proc, signal.SIGINT, 60)  # Ctrl-C, as a user stops it
     base = baseline_kib()
     print(f"# demo RSS benchmark {datetime.now(UTC):%Y-%m-%d %H:%M UTC}, {platform.machine()} "
           f"{os.cpu_count()} cpus, python {platform.python_version()}")  # fmt: skip

@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import IO
 
 from ohlcv.errors import BrokerUnavailableError
+from ohlcv.infra.process import stop_process
 
 logger = logging.getLogger(__name__)
 
@@ -153,15 +154,8 @@ class EmbeddedBroker:
         proc, self.process = self.process, None
         if proc is None or proc.poll() is not None:
             return
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(self.grace_s)
-        except subprocess.TimeoutExpired:
-            logger.warning(
-                "embedded broker ignored SIGTERM for %.1fs, killing pid=%s", self.grace_s, proc.pid
-            )
-            proc.kill()
-            proc.wait()
+        if stop_process(proc, signal.SIGTERM, self.grace_s):
+            logger.warning("embedded broker ignored SIGTERM for %.1fs, killed pid=%s", self.grace_s, proc.pid)
         logger.info("embedded broker stopped pid=%s", proc.pid)
 
     def __enter__(self) -> EmbeddedBroker:

@@ -16,10 +16,6 @@ that in the end, read through the API as a user would:
 from __future__ import annotations
 
 import json
-import os
-import signal
-import subprocess
-import sys
 import time
 import uuid
 from collections.abc import Iterator
@@ -30,13 +26,11 @@ import httpx
 import pytest
 from confluent_kafka import Consumer, TopicPartition
 
-from ohlcv.fake_binance import Datasets, FakeBinance, Playback
-from ohlcv.infra.broker import EmbeddedBroker, free_port
+from ohlcv.infra.broker import EmbeddedBroker
 from schemas.topics import CANDLE_EVENTS
+from tests.ohlcv.live_stack import live_up
 from tests.topologies.helpers import xrp_candles
 
-REPO = Path(__file__).resolve().parents[2]
-OHLCV = Path(sys.executable).parent / "ohlcv"
 MIN = 60_000
 DROPS = 6
 API_KEY = "storm-key"
@@ -88,29 +82,8 @@ def _events(address: str) -> list[dict[str, Any]]:
 
 
 def test_disconnect_storm_every_cut_recovered_every_gap_repaired(own_broker: str, tmp_path: Path) -> None:
-    fake = FakeBinance(
-        Datasets.from_data_dir(REPO / "data"), playback=Playback(speed=240, updates_per_candle=2)
-    )
-    urls = fake.start()
-    port = free_port()
-    api = f"http://127.0.0.1:{port}"
-    env = {
-        **os.environ,
-        "DATA_DIR": str(tmp_path / "d"),
-        "KAFKA_BROKER_ADDRESS": own_broker,
-        "INGESTION_ENABLED": "true",
-        "BINANCE_SPOT_WS_URL": urls.spot_ws,
-        "BINANCE_SPOT_REST_URL": urls.spot_rest,
-        "SYMBOLS": "XRPUSDT",
-        "INTERVALS": "1m",
-        "RESAMPLE_INTERVALS": "5m",
-        "BACKFILL_POLL_INTERVAL_S": "0.5",
-        "API_PORT": str(port),
-        "API_KEY": API_KEY,
-    }
-    proc = subprocess.Popen([str(OHLCV), "up"], env=env, cwd=tmp_path, stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True)  # fmt: skip
-    try:
+    with live_up(tmp_path, own_broker, speed=240, BACKFILL_POLL_INTERVAL_S=0.5, API_KEY=API_KEY) as stack:
+        fake, api, proc = stack.fake, stack.api, stack.proc
         deadline = time.monotonic() + 90
         while True:  # the stack is up and appending
             assert time.monotonic() < deadline and proc.poll() is None, "the stack did not start appending"
@@ -140,16 +113,7 @@ def test_disconnect_storm_every_cut_recovered_every_gap_repaired(own_broker: str
             time.sleep(0.5)
         segments = gaps["segments"]
         candles = _all_candles(api)
-    finally:
-        proc.send_signal(signal.SIGINT)
-        try:
-            proc.wait(30)
-        finally:
-            if proc.poll() is None:
-                proc.kill()
-            output = proc.stdout.read() if proc.stdout else ""
-            fake.stop()
-    assert proc.returncode in (0, 130), output[-3000:]
+    assert proc.returncode in (0, 130), stack.output[-3000:]
 
     # every cut was recovered: one drop per storm step, a connection after each
     assert len(fake.drops) == DROPS

@@ -4,10 +4,6 @@ websocket playing the real XRP/USDT dump, through the whole embedded pipeline.""
 from __future__ import annotations
 
 import json
-import os
-import signal
-import subprocess
-import sys
 import time
 import uuid
 from pathlib import Path
@@ -15,34 +11,20 @@ from pathlib import Path
 import pytest
 from confluent_kafka import Consumer, TopicPartition
 
-from ohlcv.fake_binance import Datasets, FakeBinance, Playback
-from ohlcv.infra.broker import free_port
 from schemas.topics import CANDLE_EVENTS
+from tests.ohlcv.live_stack import LiveStack, live_up
 from tests.topologies.helpers import xrp_candles
-
-REPO = Path(__file__).resolve().parents[2]
-OHLCV = Path(sys.executable).parent / "ohlcv"
 
 
 @pytest.mark.broker
 def test_up_ingests_the_live_websocket_market(broker: str, tmp_path: Path) -> None:
-    ds = Datasets.from_data_dir(REPO / "data")
-    fake = FakeBinance(ds, playback=Playback(speed=120, updates_per_candle=2))
-    urls = fake.start()
-    env = {
-        **os.environ,
-        "DATA_DIR": str(tmp_path / "d"),
-        "KAFKA_BROKER_ADDRESS": broker,
-        "KAFKA_CONSUMER_GROUP": f"up-{uuid.uuid4().hex[:6]}",
-        "INGESTION_ENABLED": "true",
-        "BINANCE_SPOT_WS_URL": urls.spot_ws,
-        "SYMBOLS": "XRPUSDT",
-        "INTERVALS": "1m",
-        "RESAMPLE_INTERVALS": "5m",
-        "API_PORT": str(free_port()),
-    }
-    proc = subprocess.Popen([str(OHLCV), "up"], env=env, cwd=tmp_path, stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True)  # fmt: skip
+    with live_up(tmp_path, broker, speed=120, KAFKA_CONSUMER_GROUP=f"up-{uuid.uuid4().hex[:6]}") as stack:
+        _ingests(stack, broker)
+    assert stack.proc.returncode in (0, 130), stack.output[-3000:]
+
+
+def _ingests(stack: LiveStack, broker: str) -> None:
+    proc = stack.proc
     consumer = Consumer({"bootstrap.servers": broker, "group.id": f"c-{uuid.uuid4().hex[:6]}",
                          "auto.offset.reset": "earliest", "enable.auto.commit": False})  # fmt: skip
     try:
@@ -78,11 +60,3 @@ def test_up_ingests_the_live_websocket_market(broker: str, tmp_path: Path) -> No
         assert seqs == sorted(seqs) and len(set(seqs)) == len(seqs)
     finally:
         consumer.close()
-        proc.send_signal(signal.SIGINT)
-        try:
-            proc.wait(30)
-        finally:
-            if proc.poll() is None:
-                proc.kill()
-            fake.stop()
-    assert proc.returncode in (0, 130), proc.returncode
