@@ -1,16 +1,18 @@
 """Topology throughput vs the raw consume rate of the same broker, in the same run.
 
-Run: ``.venv/bin/python -m bench.topology [--klines N]``. Produces N real 1m klines (the XRP
-dump, repeated under shifted open times when N exceeds it) to a fresh raw topic on an embedded
-broker, then measures:
+Run: ``.venv/bin/python -m bench.topology [--klines N] [--single-klines M]``. Produces real 1m
+klines (the XRP dump, repeated under shifted open times when N exceeds it) to a fresh raw topic
+on an embedded broker, then measures:
 
 1. the ceiling: a plain confluent-kafka consumer reading the same records (batch consume);
 2. the candle topology (Quix Streams, state, events topic, ClickHouse sink into chDB), without
    resampling, from the first consumed record to the last processed one (group join excluded);
 3. the same with resampling to 5m and 1h;
 
-each for two shapes of the raw topic: one record per kline (the websocket's shape) and batch
-records of ``--batch`` klines (what REST repairs, imports and bulk replays send).
+each for two shapes of the raw topic: M klines one record each (the websocket's shape) and N
+klines in batch records of ``--batch`` (what REST repairs, imports and bulk replays send). A run
+spans several checkpoints (one ClickHouse write per second): a run of one or two would measure
+the first and the last checkpoint rather than the rate.
 """
 
 from __future__ import annotations
@@ -118,30 +120,31 @@ def topology(address: str, topics: dict[str, str], n: int, resample: tuple[str, 
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--klines", type=int, default=60_000)
+    ap.add_argument("--klines", type=int, default=300_000, help="klines of the batch-record runs")
+    ap.add_argument("--single-klines", type=int, default=60_000, help="klines of the one-per-record runs")
     ap.add_argument("--batch", type=int, default=500)
     args = ap.parse_args()
-    n, size = args.klines, args.batch
-    candles = _candles(n)
+    size = args.batch
     with EmbeddedBroker() as broker:
         results = []
-        for batch in (1, size):
+        for batch, n in ((1, args.single_klines), (size, args.klines)):
+            candles = _candles(n)
             for resample in ((), ("5m", "1h")):
                 topics = unique_topics(broker.address, f"bench{uuid.uuid4().hex[:6]}.")
                 produce(broker.address, topics["raw"], candles, batch=batch)
                 records = -(-n // batch)
                 ceiling = raw_consume(broker.address, topics["raw"], n, records)
                 rate = topology(broker.address, topics, n, resample)
-                results.append((batch, resample, ceiling, rate))
+                results.append((n, batch, resample, ceiling, rate))
     print(f"# topology benchmark {datetime.now(UTC):%Y-%m-%d %H:%M UTC}, {platform.machine()}, "
           f"{platform.python_version()}, quixstreams {version('quixstreams')}, "
           f"confluent-kafka {version('confluent-kafka')}, chdb {version('chdb')}")  # fmt: skip
-    print(f"# {n:,} real 1m klines (XRP/USDT dump), embedded Tansu broker, 3 partitions, chDB sink")
-    for batch, resample, ceiling, rate in results:
-        shape = "1 kline/record" if batch == 1 else f"{batch} klines/record"
+    print("# real 1m klines (XRP/USDT dump), embedded Tansu broker, 3 partitions, chDB sink")
+    for n, batch, resample, ceiling, rate in results:
+        shape = f"{n:,} klines, " + ("1 kline/record" if batch == 1 else f"{batch} klines/record")
         label = f"topology, {shape}, resample " + (",".join(resample) if resample else "off")
         print(f"raw consume + JSON decode, {shape} (ceiling, same run) {ceiling:>10,.0f} klines/s")
-        print(f"{label:<50} {rate:>12,.0f} klines/s   ratio {rate / ceiling:.3f}")
+        print(f"{label:<64} {rate:>10,.0f} klines/s   ratio {rate / ceiling:.3f}")
 
 
 if __name__ == "__main__":

@@ -48,6 +48,9 @@ class TopologyConfig:
     events_topic: str = CANDLE_EVENTS.name
     deadletter_topic: str = DEAD_LETTER.name
     commit_interval_s: float = 1.0
+    #: how long an idle poll waits: a due checkpoint (the ClickHouse write) waits for it, so a
+    #: stream that goes quiet is stored within commit_interval_s + poll_timeout_s
+    poll_timeout_s: float = 0.1
     auto_offset_reset: str = "earliest"
 
     @classmethod
@@ -88,6 +91,7 @@ def build_application(cfg: TopologyConfig) -> Application:
         consumer_group=cfg.consumer_group,
         auto_offset_reset=cfg.auto_offset_reset,  # type: ignore[arg-type]
         commit_interval=cfg.commit_interval_s,
+        consumer_poll_timeout=cfg.poll_timeout_s,
         state_dir=str(cfg.state_dir),
         use_changelog_topics=not cfg.embedded_broker,
         processing_guarantee=cfg.processing_guarantee,  # type: ignore[arg-type]

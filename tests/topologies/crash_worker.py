@@ -54,7 +54,7 @@ def _hook_sink(die_after_inserts: int) -> None:
 
             client.insert = insert_then_maybe_die
         real_write(self, client)
-        totals["candles"] += len(self.candles)
+        totals["candles"] += self.candle_count
         totals["segments"] += len(self.segments)
         totals["events"] += len(self.events)
         _say("written " + " ".join(f"{k}={v}" for k, v in totals.items()))
