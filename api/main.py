@@ -22,6 +22,7 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 import anyio
+import uvicorn
 from clickhouse_connect.driver.client import Client
 from fastapi import FastAPI, Request
 from fastapi.encoders import jsonable_encoder
@@ -114,6 +115,20 @@ def create_app(
     app.include_router(ws.router)
     app.openapi = functools.partial(_openapi, app)  # type: ignore[method-assign]
     return app
+
+
+def server_config(app: FastAPI, settings: Settings, *, port: int | None = None,
+                  log_level: str = "warning") -> uvicorn.Config:  # fmt: skip
+    """How every process serves the API: uvicorn on API_HOST (and ``port``, default API_PORT),
+    WebSocket compression per API_WS_DEFLATE."""
+    return uvicorn.Config(
+        app,
+        host=settings.api_host,
+        port=settings.api_port if port is None else port,
+        log_level=log_level,
+        lifespan="on",
+        ws_per_message_deflate=settings.api_ws_deflate,
+    )
 
 
 async def _store_unavailable(request: Request, exc: Exception) -> JSONResponse:

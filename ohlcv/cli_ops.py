@@ -90,12 +90,12 @@ def run_api() -> None:
     """Serve the REST/WebSocket API (and its /metrics) on API_HOST:API_PORT."""
     import uvicorn
 
-    from api.main import create_app
+    from api.main import create_app, server_config
 
     settings = production_settings("run api")
     _setup_logging()
     app = create_app(settings, broker_address=settings.kafka_broker_address)
-    uvicorn.run(app, host=settings.api_host, port=settings.api_port, log_level="info", lifespan="on")
+    uvicorn.Server(server_config(app, settings, log_level="info")).run()
 
 
 @run_app.command("candles")

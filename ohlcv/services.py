@@ -60,18 +60,12 @@ class Services:
 def _start_api(services: Services) -> None:
     import uvicorn
 
-    from api.main import create_app
+    from api.main import create_app, server_config
 
     settings = services.stack.settings
     port = settings.api_port or free_port()
-    config = uvicorn.Config(
-        create_app(settings, broker_address=services.stack.broker_address),
-        host=settings.api_host,
-        port=port,
-        log_level="warning",
-        lifespan="on",
-    )
-    server = uvicorn.Server(config)
+    app = create_app(settings, broker_address=services.stack.broker_address)
+    server = uvicorn.Server(server_config(app, settings, port=port))
 
     def _stop() -> None:
         server.should_exit = True

@@ -70,6 +70,13 @@ class Settings(BaseSettings):
         default=True,
         description="API_RECENT_BOOK: serve /recent from the live event stream (api.recent_book)",
     )
+    api_ws_deflate: bool = Field(
+        default=False,
+        description=(
+            "API_WS_DEFLATE: offer permessage-deflate on /ws/ohlcv. Off: an event is a few hundred "
+            "bytes, and compressing it once per client is the fan-out's largest cost (bench.api_bench)"
+        ),
+    )
     health_max_ingestion_lag_sec: float = Field(default=120.0, gt=0)
 
     @field_validator("symbols", "intervals", "resample_intervals", mode="before")

@@ -21,6 +21,7 @@ from clickhouse_connect.driver.client import Client
 from confluent_kafka import Producer
 from fastapi import FastAPI
 
+from api.main import server_config
 from schemas.klines import Candle, raw_from_candle
 
 
@@ -38,7 +39,8 @@ class ApiServer:
             self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, sndbuf)
         self.sock.bind(("127.0.0.1", 0))
         self.port = int(self.sock.getsockname()[1])
-        self.server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="on"))
+        # the shipped server config (the listening socket given to run() replaces host and port)
+        self.server = uvicorn.Server(server_config(app, app.state.settings))
         self.thread = threading.Thread(target=self.server.run, kwargs={"sockets": [self.sock]}, daemon=True)
 
     @property

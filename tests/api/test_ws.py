@@ -302,6 +302,22 @@ def test_refused_connections_close_with_a_code(
     assert got[0] == code and reason in got[1], got
 
 
+async def _negotiated(u: str) -> list[str]:
+    async with websockets.connect(u, additional_headers=AUTH, compression="deflate") as ws:
+        assert orjson.loads(await asyncio.wait_for(ws.recv(), 30))["type"] == "snapshot"
+        return [e.name for e in ws.protocol.extensions]
+
+
+@pytest.mark.parametrize(("deflate", "expected"), [(False, []), (True, ["permessage-deflate"])])
+def test_websocket_compression_follows_api_ws_deflate(
+    dataset: Dataset, deflate: bool, expected: list[str]
+) -> None:
+    """A client offering permessage-deflate (as browsers do) gets it only with API_WS_DEFLATE."""
+    app = dataset.app(api_settings(api_ws_deflate=deflate))
+    with ApiServer(app) as server:
+        assert in_thread(lambda: _negotiated(url(server))).result(timeout=60) == expected
+
+
 def test_resume_sends_exactly_the_stored_events_after_since_seq(
     dataset_server: ApiServer, dataset: Dataset
 ) -> None:
