@@ -9,6 +9,9 @@ on an embedded broker, then measures:
    resampling, from the first consumed record to the last processed one (group join excluded);
 3. the same with resampling to 5m and 1h;
 
+4. for the one-record-per-kline shape, the framework's floor: a Quix application whose only
+   step is a stateful no-op (one state write per record), over the same records;
+
 each for two shapes of the raw topic: M klines one record each (the websocket's shape) and N
 klines in batch records of ``--batch`` (what REST repairs, imports and bulk replays send). A run
 spans several checkpoints (one ClickHouse write per second): a run of one or two would measure
@@ -29,6 +32,7 @@ from typing import Any
 
 import orjson
 from confluent_kafka import Consumer
+from quixstreams import Application, State
 
 from ohlcv.infra.broker import EMBEDDED_CONSUMER_CONFIG, EmbeddedBroker
 from ohlcv.infra.clickhouse import make_client, migrate
@@ -118,11 +122,34 @@ def topology(address: str, topics: dict[str, str], n: int, resample: tuple[str, 
     return n / (last[0] - first[0])
 
 
+def quix_floor(address: str, topic: str, n: int) -> float:
+    """Records/s of a Quix application doing nothing but a stateful no-op per record."""
+    app = Application(
+        broker_address=address, consumer_group=f"f-{uuid.uuid4().hex[:6]}", auto_offset_reset="earliest",
+        state_dir=tempfile.mkdtemp(), use_changelog_topics=False, consumer_poll_timeout=0.1,
+        consumer_extra_config=dict(EMBEDDED_CONSUMER_CONFIG), loglevel="WARNING",
+    )  # fmt: skip
+    seen: list[float] = []
+
+    def touch(value: bytes, state: State[Any, Any]) -> bytes:
+        state.set("n", 1)
+        seen.append(time.perf_counter())
+        return value
+
+    app.dataframe(app.topic(topic, key_deserializer="str", value_deserializer="bytes")).apply(
+        touch, stateful=True
+    )
+    app.run(count=n, timeout=5)
+    assert len(seen) == n, f"the no-op app saw {len(seen)} of {n} records"
+    return n / (seen[-1] - seen[0])
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--klines", type=int, default=300_000, help="klines of the batch-record runs")
     ap.add_argument("--single-klines", type=int, default=60_000, help="klines of the one-per-record runs")
     ap.add_argument("--batch", type=int, default=500)
+    ap.add_argument("--repeat", type=int, default=3, help="runs of each batch-record measurement (median)")
     args = ap.parse_args()
     size = args.batch
     with EmbeddedBroker() as broker:
@@ -130,21 +157,30 @@ def main() -> None:
         for batch, n in ((1, args.single_klines), (size, args.klines)):
             candles = _candles(n)
             for resample in ((), ("5m", "1h")):
-                topics = unique_topics(broker.address, f"bench{uuid.uuid4().hex[:6]}.")
-                produce(broker.address, topics["raw"], candles, batch=batch)
-                records = -(-n // batch)
-                ceiling = raw_consume(broker.address, topics["raw"], n, records)
-                rate = topology(broker.address, topics, n, resample)
-                results.append((n, batch, resample, ceiling, rate))
+                runs = []
+                for _ in range(1 if batch == 1 else args.repeat):
+                    topics = unique_topics(broker.address, f"bench{uuid.uuid4().hex[:6]}.")
+                    produce(broker.address, topics["raw"], candles, batch=batch)
+                    records = -(-n // batch)
+                    ceiling = raw_consume(broker.address, topics["raw"], n, records)
+                    runs.append((topology(broker.address, topics, n, resample), ceiling))
+                results.append((n, batch, resample, sorted(runs)))
+            if batch == 1:
+                floor = quix_floor(broker.address, topics["raw"], n)
     print(f"# topology benchmark {datetime.now(UTC):%Y-%m-%d %H:%M UTC}, {platform.machine()}, "
           f"{platform.python_version()}, quixstreams {version('quixstreams')}, "
           f"confluent-kafka {version('confluent-kafka')}, chdb {version('chdb')}")  # fmt: skip
     print("# real 1m klines (XRP/USDT dump), embedded Tansu broker, 3 partitions, chDB sink")
-    for n, batch, resample, ceiling, rate in results:
+    for n, batch, resample, runs in results:
+        rate, ceiling = runs[len(runs) // 2]  # the median run, with its own ceiling
         shape = f"{n:,} klines, " + ("1 kline/record" if batch == 1 else f"{batch} klines/record")
         label = f"topology, {shape}, resample " + (",".join(resample) if resample else "off")
+        spread = (
+            f"   (median of {len(runs)}: {' / '.join(f'{r:,.0f}' for r, _ in runs)})" if len(runs) > 1 else ""
+        )
         print(f"raw consume + JSON decode, {shape} (ceiling, same run) {ceiling:>10,.0f} klines/s")
-        print(f"{label:<64} {rate:>10,.0f} klines/s   ratio {rate / ceiling:.3f}")
+        print(f"{label:<64} {rate:>10,.0f} klines/s   ratio {rate / ceiling:.3f}{spread}")
+    print(f"{'Quix floor: stateful no-op, same 1-kline records':<64} {floor:>10,.0f} records/s")
 
 
 if __name__ == "__main__":
