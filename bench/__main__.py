@@ -13,6 +13,7 @@ BENCHES = [
     ("Bulk import into chDB", ["bench.bulk_import"]),
     ("Topology throughput vs raw consume", ["bench.topology"]),
     ("Continuity scan per symbol-year", ["bench.continuity_scan"]),
+    ("Gap detection to repair", ["bench.gap_repair"]),
     ("API: REST recent latency and WebSocket fan-out", ["bench.api_bench"]),
     ("Peak memory of the demo", ["bench.demo_rss"]),
 ]

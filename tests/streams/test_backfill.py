@@ -243,10 +243,7 @@ def test_dropped_ranges_are_detected_and_repaired_through_kafka(
     assert metric("kline_gap_mttr_seconds_count") - mttr_before == 3
     assert metric("ohlcv_backfill_runs_total", status="success") - success_before == 3
     assert metric("ohlcv_backfill_queue_size") == 0
-    mttr_s = [(s.repaired_at or 0) - s.detected_at for s in segs]
-    print(f"detection -> repair: {[f'{m / 1000:.2f}s' for m in mttr_s]}, max {max(mttr_s) / 1000:.2f}s "
-          f"(default settings: poll 1 s, topology commit 1 s)")  # fmt: skip
-    assert max(mttr_s) <= 10_000
+    # how long detection -> repair takes is measured by bench/gap_repair.py, not asserted here
 
 
 @pytest.mark.broker
