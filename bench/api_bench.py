@@ -16,8 +16,8 @@ WebSocket clients run in this process, so the server is measured over real socke
 3. ``ws_fanout``: ``--clients`` WebSocket clients hold a snapshot; then one closed kline at a
    time is produced to the raw topic and we time, from the produce call, the ``append`` of that
    candle at a plain Kafka consumer of the events topic (``pipeline_ms``: the topology alone,
-   the baseline) and at every client (first, p50, p99, last); ``p99_ms_median`` is the median
-   over the candles of each one's p99. The clients are websockets' sans-I/O protocol on asyncio
+   the baseline) and at every client (first, p50, p99, last); ``all_deliveries`` pools every
+   client's every candle, ``p99_ms_median`` is the median over the candles of each one's p99. The clients are websockets' sans-I/O protocol on asyncio
    callbacks (``_WsClient``), the cheapest real client, since they share the server's cores.
 
 Both processes share this machine's cores, so the figures include the load generator's cost.
@@ -250,6 +250,7 @@ async def fanout(
     ws_url: str,
     clients: int,
     candles: list[Candle],
+    warm: Candle,
     broker: str,
     raw: str,
     events: str,
@@ -307,6 +308,11 @@ async def fanout(
     watcher = threading.Thread(target=watch_events, daemon=True)
     watcher.start()
     producer = Producer({"bootstrap.servers": broker, "linger.ms": 0})
+    # connected to the partition leader before any timing: a candle already stored, which the
+    # topology drops as an identical duplicate
+    producer.produce(raw, key=warm.key, value=orjson.dumps(raw_from_candle(warm, source="ws", received_at=0)))
+    producer.flush(10)
+    await asyncio.sleep(1.0)
     produced: dict[int, float] = {}
     for c in candles:
         produced[c.open_time] = time.time()
@@ -334,6 +340,7 @@ async def fanout(
             "p99_ms": round(pct(t, 0.99) * 1000, 1),
             "last_ms": round(max(t) * 1000, 1) if t else None,
         })  # fmt: skip
+    pooled = [x - produced[t] for t, xs in got.items() for x in xs]
     lasts = [r["last_ms"] for r in rounds if r["last_ms"] is not None]
     p99s: list[float] = [r["p99_ms"] for r in rounds]
     return {
@@ -342,6 +349,11 @@ async def fanout(
         "compression_negotiated": ",".join(negotiated),
         "connect_and_snapshot_s": round(connect_s, 2),
         "candles": len(candles),
+        "all_deliveries": {
+            "count": len(pooled),
+            "p50_ms": round(pct(pooled, 0.5) * 1000, 1),
+            "p99_ms": round(pct(pooled, 0.99) * 1000, 1),
+        },
         "p99_ms_median": round(pct(p99s, 0.5), 1) if p99s else None,
         "last_client_ms_median": round(pct(lasts, 0.5), 1) if lasts else None,
         "rounds": rounds,
@@ -404,7 +416,7 @@ def main() -> None:
             target = f"/api/ohlcv/recent?symbol={SYMBOL}&interval=1m&limit=100"
             recent = asyncio.run(open_loop("127.0.0.1", port, target, args.rate, args.duration))
             ws = asyncio.run(
-                fanout(f"ws://127.0.0.1:{port}/ws/ohlcv", args.clients, fresh, broker.address, topics["raw"],
+                fanout(f"ws://127.0.0.1:{port}/ws/ohlcv", args.clients, fresh, loaded[-1], broker.address, topics["raw"],
                        topics["events"], None if args.ws_compression == "none" else "deflate")
             )  # fmt: skip
         finally:

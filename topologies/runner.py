@@ -96,7 +96,9 @@ def build_application(cfg: TopologyConfig) -> Application:
         use_changelog_topics=not cfg.embedded_broker,
         processing_guarantee=cfg.processing_guarantee,  # type: ignore[arg-type]
         consumer_extra_config=consumer_extra,
-        producer_extra_config={"enable.idempotence": True, "linger.ms": 5},
+        # linger 1 ms: an event waits at most that long for company. Measured (make bench): 5 ms
+        # added ~5 ms to kline -> WebSocket latency; 0 cost a quarter of the single-record rate
+        producer_extra_config={"enable.idempotence": True, "linger.ms": 1},
         loglevel="WARNING",
     )
     raw = app.topic(
