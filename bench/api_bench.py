@@ -17,8 +17,9 @@ WebSocket clients run in this process, so the server is measured over real socke
    time is produced to the raw topic and we time, from the produce call, the ``append`` of that
    candle at a plain Kafka consumer of the events topic (``pipeline_ms``: the topology alone,
    the baseline) and at every client (first, p50, p99, last); ``all_deliveries`` pools every
-   client's every candle, ``p99_ms_median`` is the median over the candles of each one's p99. The clients are websockets' sans-I/O protocol on asyncio
-   callbacks (``_WsClient``), the cheapest real client, since they share the server's cores.
+   client's every candle, ``p99_ms_median`` is the median over the candles of each one's p99.
+   The clients are websockets' sans-I/O protocol on asyncio callbacks (``_WsClient``), the
+   cheapest real client, since they share the server's cores.
 
 Both processes share this machine's cores, so the figures include the load generator's cost.
 """
@@ -416,8 +417,8 @@ def main() -> None:
             target = f"/api/ohlcv/recent?symbol={SYMBOL}&interval=1m&limit=100"
             recent = asyncio.run(open_loop("127.0.0.1", port, target, args.rate, args.duration))
             ws = asyncio.run(
-                fanout(f"ws://127.0.0.1:{port}/ws/ohlcv", args.clients, fresh, loaded[-1], broker.address, topics["raw"],
-                       topics["events"], None if args.ws_compression == "none" else "deflate")
+                fanout(f"ws://127.0.0.1:{port}/ws/ohlcv", args.clients, fresh, loaded[-1], broker.address,
+                       topics["raw"], topics["events"], None if args.ws_compression == "none" else "deflate")
             )  # fmt: skip
         finally:
             stop_process(proc, signal.SIGTERM, 30)
