@@ -28,10 +28,11 @@ from clickhouse_connect.driver.client import Client
 from api.errors import StoreUnavailableError
 from api.recent_book import BOOK_ROWS
 from ohlcv.errors import ClickHouseUnavailableError
+from streams.backfill import BackfillError, SegmentLifecycle, segment_lifecycles
 
 logger = logging.getLogger(__name__)
 
-#: gap segment states that still miss bars (as in topologies.seed)
+#: effective gap segment states that still miss bars
 OPEN_GAP_STATES: tuple[str, ...] = ("open", "repairing", "failed", "exchange_gap")
 
 # Every statement is one literal: nothing is ever interpolated into SQL. The candle columns
@@ -100,17 +101,6 @@ SQL_DELTA_REPAIRS = (
     " SELECT open_time FROM ohlcv_candles WHERE symbol = {s:String} AND interval = {i:String} "
     " AND revision > 0 AND ingested_at >= fromUnixTimestamp64Milli({t:Int64})"
     ") ORDER BY stored_ms ASC, open_ms ASC LIMIT {n:UInt32}"
-)
-SQL_GAP_SEGMENTS = (
-    "SELECT segment_id, segment_end, toUnixTimestamp64Milli(from_open_time), "
-    "toUnixTimestamp64Milli(to_open_time), missing_bars, state, toUnixTimestamp64Milli(detected_at), "
-    "toUnixTimestamp64Milli(repaired_at), attempts, last_error, toUnixTimestamp64Milli(updated_at) "
-    "FROM gap_segments FINAL WHERE symbol = {s:String} AND interval = {i:String} "
-    "AND ({any_state:Bool} OR state = {state:String}) ORDER BY segment_id DESC LIMIT {n:UInt32}"
-)
-SQL_OPEN_GAPS = (
-    "SELECT count(), sum(missing_bars) FROM gap_segments FINAL WHERE symbol IN {syms:Array(String)} "
-    "AND interval IN {ivs:Array(String)} AND state IN {states:Array(String)}"
 )
 SQL_SNAPSHOT_HEAD = (
     "SELECT max(seq), toUnixTimestamp64Milli(maxIf(open_time, type = 'append')), "
@@ -340,24 +330,32 @@ class CandleQueries:
         return candles, repairs, len(rows) > limit or len(reps) > limit
 
     # --- gaps -------------------------------------------------------------------------------
+    def _lifecycles(self, what: str, symbols: list[str], intervals: list[str],
+                    states: Sequence[str] | None) -> list[SegmentLifecycle]:  # fmt: skip
+        """Gap segments with their effective state: the topology's ``gap_segments`` joined with
+        the orchestrator's ``gap_repairs`` (``streams.backfill.segment_lifecycles``)."""
+        with self.pool.client() as client:
+            try:
+                return segment_lifecycles(client, symbols=symbols, intervals=intervals, states=states)
+            except BackfillError as exc:
+                first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:300]
+                raise StoreUnavailableError(f"ClickHouse query {what} failed: {first}") from exc
+
     def gap_segments(self, st: Stream, limit: int, state: str | None) -> list[dict[str, Any]]:
-        params = st.params(any_state=state is None, state=state or "", n=limit)
-        out = []
-        for r in reversed(self._rows("gaps.status", SQL_GAP_SEGMENTS, params)):
-            frm, to, missing = int(r[2]), int(r[3]), int(r[4])
-            out.append({
-                "segment_id": int(r[0]), "segment_end": int(r[1]), "from_open_time": frm,
-                "to_open_time": to, "missing_bars": missing, "state": r[5], "detected_at": int(r[6]),
-                "repaired_at": None if r[7] is None else int(r[7]), "attempts": int(r[8]),
-                "last_error": r[9], "updated_at": int(r[10]), "from_ts": frm, "to_ts": to, "missing": missing,
-            })  # fmt: skip
-        return out
+        """The newest ``limit`` segments (in ``state`` when given), ascending by segment_id."""
+        segs = self._lifecycles("gaps.status", [st.symbol], [st.interval], None if state is None else [state])
+        return [{
+            "segment_id": s.segment_id, "segment_end": s.segment_end, "from_open_time": s.from_open_time,
+            "to_open_time": s.to_open_time, "missing_bars": s.missing_bars, "state": s.state,
+            "detected_at": s.detected_at, "repaired_at": s.repaired_at, "attempts": s.attempts,
+            "last_error": s.last_error, "updated_at": s.updated_at, "from_ts": s.from_open_time,
+            "to_ts": s.to_open_time, "missing": s.missing_bars,
+        } for s in segs[-limit:]]  # fmt: skip
 
     def open_gaps(self, symbols: list[str], intervals: list[str]) -> tuple[int, int]:
-        """Segments still missing bars, and how many bars, over the given streams."""
-        params = {"syms": symbols, "ivs": intervals, "states": list(OPEN_GAP_STATES)}
-        count, missing = self._rows("gaps.open", SQL_OPEN_GAPS, params)[0]
-        return int(count), int(missing or 0)
+        """Segments still missing bars (effective state), and how many bars, over the given streams."""
+        segs = self._lifecycles("gaps.open", symbols, intervals, OPEN_GAP_STATES)
+        return len(segs), sum(s.missing_bars for s in segs)
 
     # --- events (WebSocket) -----------------------------------------------------------------
     def snapshot(self, st: Stream, limit: int) -> SnapshotData:

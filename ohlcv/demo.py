@@ -9,7 +9,9 @@
 - Five live minutes are withheld: the topology detects the gap and the gap orchestrator repairs
   it from a local fake Binance REST serving the same sample (there is no internet here); the
   continuity scan also queues the dump's two real exchange outages, which end as exchange_gap.
-- A status line every few seconds: candles stored, open gaps, lag of the newest event.
+- A status line every few seconds: candles stored, gaps waiting for a repair, exchange gaps
+  and repaired ones (effective states: the topology's joined with the orchestrator's), lag of
+  the newest event.
 """
 
 from __future__ import annotations
@@ -18,7 +20,10 @@ import logging
 import os
 import threading
 import time
+from collections import Counter
 from pathlib import Path
+
+import orjson
 
 from ohlcv.infra.clickhouse import make_client
 
@@ -31,6 +36,13 @@ DEMO_SYMBOLS = ["XRPUSDT", "LINKUSDT", "AVAXUSDT", "NEARUSDT"]
 LIVE_MS = 86_400_000  # the last day of the dump is the "live" market
 
 
+def sample_age_days(now_ms: int | None = None) -> int:
+    """Whole days from the XRP dump's first candle (the sample's oldest) to now, plus one."""
+    first = int(orjson.loads(XRP_DUMP.read_bytes())[0][0])
+    now = int(time.time() * 1000) if now_ms is None else now_ms
+    return (now - first) // 86_400_000 + 2
+
+
 def start_fake_binance_rest(services: object) -> None:
     """No internet here: the orchestrator repairs from a local fake Binance REST that serves the
     bundled sample with Binance's real protocol. Its URLs replace the configured ones."""
@@ -41,9 +53,13 @@ def start_fake_binance_rest(services: object) -> None:
     fake = FakeBinance(Datasets.from_data_dir(DATA), playback=Playback(autostart=False))
     urls = fake.start()
     stack = services.stack
+    # the sample is years old: the longest scan window reaches back to its first candle, so the
+    # scheduled scan sees (and queues) the dump's real exchange outages
+    windows = sorted({*stack.settings.continuity_windows_days, sample_age_days()})
     stack.settings = stack.settings.model_copy(
         update={"binance_spot_rest_url": urls.spot_rest, "binance_usdm_rest_url": urls.usdm_rest,
-                "continuity_queue_missing": True, "continuity_scan_interval_s": 10.0}
+                "continuity_queue_missing": True, "continuity_scan_interval_s": 10.0,
+                "continuity_windows_days": windows}
     )  # fmt: skip
     services.stoppers.append(fake.stop)
     print(
@@ -96,22 +112,24 @@ def start_demo(services: object, stop: threading.Event) -> None:
 
 
 def _status(url: str, stop: threading.Event, every_s: float = 5.0) -> None:
+    from streams.backfill import segment_lifecycles
+    from streams.continuity import WAITING_STATES
+
     client = make_client(url)
     while not stop.wait(every_s):
         try:
             candles, newest = client.query(
                 "SELECT count(), max(emitted_at) FROM ohlcv_events WHERE type = 'append'"
             ).result_rows[0]
-            gaps = client.query(
-                "SELECT count() FROM gap_segments FINAL WHERE state IN ('open', 'repairing')"
-            ).result_rows[0][0]
+            states = Counter(s.state for s in segment_lifecycles(client, symbols=None, intervals=None))
             total = client.query("SELECT count() FROM ohlcv_candles WHERE is_closed").result_rows[0][0]
         except Exception as exc:  # the status line must never stop the demo
             logger.debug("status query failed: %s", exc)
             continue
         lag = time.time() - newest.timestamp() if candles else float("nan")
         print(
-            f"status      candles stored {total:,}  live appends {candles:,}  open gaps {gaps}  "
-            f"last event {lag:.1f}s ago",
+            f"status      candles stored {total:,}  live appends {candles:,}  "
+            f"open gaps {sum(states[s] for s in WAITING_STATES)}  exchange gaps {states['exchange_gap']}  "
+            f"repaired {states['repaired']}  last event {lag:.1f}s ago",
             flush=True,
         )

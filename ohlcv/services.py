@@ -134,6 +134,7 @@ def _start_continuity(services: Services) -> None:
         make_client(settings.clickhouse_dsn),
         streams,
         every_s=settings.continuity_scan_interval_s,
+        windows_days=settings.continuity_windows_days,
         queue_missing=settings.continuity_queue_missing,
     )
     scheduler.start()

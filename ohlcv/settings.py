@@ -60,6 +60,11 @@ class Settings(BaseSettings):
     backfill_concurrency: int = Field(default=4, ge=1, le=64)
     backfill_poll_interval_s: float = Field(default=1.0, gt=0)
     continuity_scan_interval_s: float = Field(default=300.0, gt=0)
+    continuity_windows_days: Annotated[list[int], NoDecode] = Field(
+        default_factory=lambda: [1, 30, 365],
+        description="CONTINUITY_WINDOWS_DAYS: the windows (days ending now) each scheduled scan "
+        "covers; the longest one's holes are queued when CONTINUITY_QUEUE_MISSING is on",
+    )
     continuity_queue_missing: bool = Field(default=False, description="scans open segments for holes")
 
     # --- API -----------------------------------------------------------------------------
@@ -83,6 +88,18 @@ class Settings(BaseSettings):
     @classmethod
     def _csv(cls, v: Any) -> Any:
         return _split(v)
+
+    @field_validator("continuity_windows_days", mode="before")
+    @classmethod
+    def _days(cls, v: Any) -> Any:
+        days = _split(v)
+        if isinstance(days, list):
+            for d in days:
+                if not (isinstance(d, int) or (isinstance(d, str) and d.isdigit())) or int(d) < 1:
+                    raise ValueError(f"{d!r} is not a whole number of days >= 1")
+            if not days:
+                raise ValueError("at least one window is required, e.g. 1,30,365")
+        return days
 
     @model_validator(mode="after")
     def _single_values_and_checks(self) -> Settings:

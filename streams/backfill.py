@@ -173,7 +173,7 @@ ORDER BY g.symbol, g.interval, g.segment_id
 """
 
 
-def _lifecycles(
+def segment_lifecycles(
     client: Client,
     *,
     symbols: Sequence[str] | None,
@@ -181,6 +181,9 @@ def _lifecycles(
     states: Sequence[str] | None = None,
     work: bool = False,
 ) -> list[SegmentLifecycle]:
+    """Gap segments of the given streams (None: all) with their effective state (the topology's
+    repaired/merged wins, then the orchestrator's state, then the topology's), ascending;
+    ``states`` keeps those whose effective state is one of them, ``work`` what still needs work."""
     params = {
         "any_symbol": int(symbols is None),
         "symbols": list(symbols or []),
@@ -230,7 +233,7 @@ def segment_lifecycle(
 
     ``states`` keeps only segments whose effective state is one of them.
     """
-    return _lifecycles(client, symbols=[symbol], intervals=[interval], states=states)
+    return segment_lifecycles(client, symbols=[symbol], intervals=[interval], states=states)
 
 
 # --- the orchestrator's rows ------------------------------------------------------------------
@@ -620,7 +623,7 @@ class Orchestrator:
 
     def _load(self) -> list[SegmentLifecycle]:
         with self._ch_lock:
-            return _lifecycles(
+            return segment_lifecycles(
                 self.client, symbols=self.config.symbols, intervals=self.config.intervals, work=True
             )
 

@@ -245,3 +245,30 @@ def test_gaps_status_shows_the_open_and_the_repaired_segment(client: TestClient,
     )
     only_open = get(client, "/api/ohlcv/gaps/status", state="open")
     assert [s["segment_id"] for s in only_open["segments"]] == [still_open["segment_id"]]
+
+
+def test_gaps_status_shows_the_orchestrator_s_state(client: TestClient, dataset: Dataset) -> None:
+    """A segment the orchestrator classified (``gap_repairs``) shows its effective state."""
+    ch = dataset.client()
+    sid = dataset.closed[0].open_time + OPEN_GAP[0] * MIN
+    columns = ["symbol", "interval", "segment_id", "state", "attempts", "empty_answers", "rest_bars",
+               "last_error", "run_id", "updated_at", "version"]  # fmt: skip
+
+    def repair_row(state: str, version: int) -> None:
+        ch.insert(
+            "gap_repairs", [[SYMBOL, "1m", sid, state, 2, 2, 0, "", "r1", 0, version]], column_names=columns
+        )
+
+    repair_row("exchange_gap", 10**15)
+    try:
+        g = get(client, "/api/ohlcv/gaps/status")
+        seg = next(s for s in g["segments"] if s["segment_id"] == sid)
+        assert (seg["state"], seg["attempts"], seg["missing_bars"]) == ("exchange_gap", 2, len(OPEN_GAP))
+        assert g["open_segments"] == 1  # an exchange gap still misses its bars
+        assert [
+            s["segment_id"] for s in get(client, "/api/ohlcv/gaps/status", state="exchange_gap")["segments"]
+        ] == [sid]
+        assert get(client, "/api/ohlcv/gaps/status", state="open")["segments"] == []
+    finally:
+        repair_row("", 10**15 + 1)  # back to the topology's state for the other tests
+    assert get(client, "/api/ohlcv/gaps/status", state="open")["segments"][0]["segment_id"] == sid

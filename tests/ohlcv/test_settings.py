@@ -83,6 +83,8 @@ def test_list_form_wins_over_single_value(env: pytest.MonkeyPatch) -> None:
         ({"CLICKHOUSE_URL": "postgres://db:5432/x"}, "CLICKHOUSE_URL"),
         ({"KAFKA_BROKER_ADDRESS": "kafka"}, "KAFKA_BROKER_ADDRESS"),
         ({"PROCESSING_GUARANTEE": "maybe-once"}, "PROCESSING_GUARANTEE"),
+        ({"CONTINUITY_WINDOWS_DAYS": "1,abc"}, "CONTINUITY_WINDOWS_DAYS"),
+        ({"CONTINUITY_WINDOWS_DAYS": "30,0"}, "CONTINUITY_WINDOWS_DAYS"),
     ],
 )
 def test_invalid_value_names_the_variable(
@@ -94,6 +96,12 @@ def test_invalid_value_names_the_variable(
     offending = next(iter(values.values())).split(",")[-1].strip()
     if offending:
         assert offending.upper() in message.upper()
+
+
+def test_continuity_windows_are_whole_days(env: pytest.MonkeyPatch) -> None:
+    assert load_settings().continuity_windows_days == [1, 30, 365]
+    env.setenv("CONTINUITY_WINDOWS_DAYS", " 7, 90 ,1825")
+    assert load_settings().continuity_windows_days == [7, 90, 1825]
 
 
 def test_invalid_interval_lists_what_binance_serves(env: pytest.MonkeyPatch) -> None:
