@@ -20,6 +20,7 @@ from quixstreams.sinks import BatchingSink, SinkBackpressureError, SinkBatch
 
 from ohlcv.infra.clickhouse import make_client
 from schemas.events import candle_version, stored_candles
+from sinks.clickhouse_bulk import ARROW_TS, INSERT_SETTINGS
 
 logger = logging.getLogger(__name__)
 
@@ -35,17 +36,6 @@ SEGMENT_COLUMNS = [
 EVENT_COLUMNS = ["symbol", "interval", "seq", "type", "open_time", "emitted_at", "payload"]
 
 
-def candle_row(symbol: str, interval: str, c: dict[str, Any], now_ms: int, seq: int = 0) -> list[Any]:
-    """A row of ``ohlcv_candles`` from a CandleOut dict; version = revision * 2 + is_closed;
-    ``seq`` is the announcing event's (see migration 0004)."""
-    return [
-        symbol, interval, c["open_time"], c["close_time"], c["open"], c["high"], c["low"],
-        c["close"], c["volume"], c["quote_volume"], c["trades"], c["taker_buy_base"],
-        c["taker_buy_quote"], c["is_closed"], c["source"], c["bars"], int(c.get("revision") or 0),
-        candle_version(c), c["close_time"], now_ms, seq,
-    ]  # fmt: skip
-
-
 def event_open_time(ev: dict[str, Any]) -> int | None:
     if "candle" in ev:
         return int(ev["candle"]["open_time"])
@@ -54,11 +44,6 @@ def event_open_time(ev: dict[str, Any]) -> int | None:
     if "from_open_time" in ev:
         return int(ev["from_open_time"])
     return None
-
-
-_TS = pa.timestamp("ms")  # naive epoch ms: DateTime64(3, 'UTC') reads it as UTC (sinks.clickhouse_bulk)
-#: candle inserts skip the insert-time merge: FINAL and background merges deduplicate anyway
-INSERT_SETTINGS: dict[str, Any] = {"optimize_on_insert": 0}
 
 
 def _floats(cs: list[dict[str, Any]], k: str) -> pa.Array:
@@ -106,11 +91,19 @@ class Rows:
 
     @property
     def candles(self) -> list[list[Any]]:
-        """The candle rows as ``CANDLE_COLUMNS`` lists (what ``candle_table`` holds)."""
-        return [candle_row(s, i, c, now, seq) for s, i, seq, now, cs in self._parts for c in cs]
+        """The rows of ``candle_table`` as ``CANDLE_COLUMNS`` lists, timestamps as epoch ms."""
+        if not self._parts:
+            return []
+        columns = [
+            (col.cast(pa.int64()) if pa.types.is_timestamp(col.type) else col).to_pylist()
+            for col in self.candle_table().columns
+        ]
+        return [list(row) for row in zip(*columns, strict=True)]
 
     def candle_table(self) -> pa.Table:
-        """The candle rows as one Arrow table of ``CANDLE_COLUMNS``."""
+        """The candle rows as one Arrow table of ``CANDLE_COLUMNS``: version as ``candle_version``,
+        ``event_time`` the close time, ``ingested_at`` the time of ``add``, ``event_seq`` the
+        announcing event's seq (see migration 0004)."""
         cs = [c for part in self._parts for c in part[4]]
 
         def repeat(field: int) -> list[Any]:
@@ -119,21 +112,19 @@ class Rows:
         def dictionary(values: list[Any]) -> pa.Array:
             return pa.array(values, pa.string()).dictionary_encode()
 
-        revision = [int(c.get("revision") or 0) for c in cs]
-        closed = [bool(c["is_closed"]) for c in cs]
-        close_time = pa.array([c["close_time"] for c in cs], _TS)
+        close_time = pa.array([c["close_time"] for c in cs], ARROW_TS)
         arrays = [
             dictionary(repeat(0)), dictionary(repeat(1)),
-            pa.array([c["open_time"] for c in cs], _TS), close_time,
+            pa.array([c["open_time"] for c in cs], ARROW_TS), close_time,
             _floats(cs, "open"), _floats(cs, "high"), _floats(cs, "low"), _floats(cs, "close"),
             _floats(cs, "volume"), _floats(cs, "quote_volume"),
             pa.array([c["trades"] for c in cs], pa.uint64()),
             _floats(cs, "taker_buy_base"), _floats(cs, "taker_buy_quote"),
-            pa.array(closed, pa.bool_()), dictionary([c["source"] for c in cs]),
-            pa.array([c["bars"] for c in cs], pa.uint16()), pa.array(revision, pa.uint32()),
-            # candle_version, column-wise
-            pa.array([r * 2 + k for r, k in zip(revision, closed, strict=True)], pa.uint64()),
-            close_time, pa.array(repeat(3), _TS), pa.array(repeat(2), pa.uint64()),
+            pa.array([c["is_closed"] for c in cs], pa.bool_()), dictionary([c["source"] for c in cs]),
+            pa.array([c["bars"] for c in cs], pa.uint16()),
+            pa.array([c.get("revision") or 0 for c in cs], pa.uint32()),
+            pa.array([candle_version(c) for c in cs], pa.uint64()),
+            close_time, pa.array(repeat(3), ARROW_TS), pa.array(repeat(2), pa.uint64()),
         ]  # fmt: skip
         return pa.Table.from_arrays(arrays, names=CANDLE_COLUMNS)
 

@@ -58,7 +58,7 @@ COLUMNS: tuple[str, ...] = (
 DEFAULT_BLOCK_ROWS = 500_000
 INSERT_SETTINGS: dict[str, Any] = {"optimize_on_insert": 0}
 
-_TS = pa.timestamp("ms")  # naive ms since epoch; the column's DateTime64(3, 'UTC') reads it as UTC
+ARROW_TS = pa.timestamp("ms")  # naive ms since epoch; the column's DateTime64(3, 'UTC') reads it as UTC
 
 Progress = Callable[[int], None]
 
@@ -100,8 +100,8 @@ def block_to_arrow(
     arrays = [
         _constant(block.symbol, n),
         _constant(block.interval, n),
-        pa.array(block.open_time, _TS),
-        pa.array(block.close_time, _TS),
+        pa.array(block.open_time, ARROW_TS),
+        pa.array(block.close_time, ARROW_TS),
         pa.array(block.open),
         pa.array(block.high),
         pa.array(block.low),
@@ -116,8 +116,8 @@ def block_to_arrow(
         pa.nulls(n, pa.uint16()),
         pa.array(np.full(n, revision, dtype=np.uint32)),
         pa.array(np.full(n, revision * 2 + 1, dtype=np.uint64)),
-        pa.array(block.close_time, _TS),
-        pa.array(np.full(n, ingested_at_ms, dtype=np.int64), _TS),
+        pa.array(block.close_time, ARROW_TS),
+        pa.array(np.full(n, ingested_at_ms, dtype=np.int64), ARROW_TS),
     ]
     return pa.Table.from_arrays(arrays, names=list(COLUMNS))
 
