@@ -89,9 +89,9 @@ class Rows:
             self._parts.append((out["symbol"], out["interval"], 0, now_ms, [out["candle"]]))
             self.candle_count += 1
 
-    @property
-    def candles(self) -> list[list[Any]]:
-        """The rows of ``candle_table`` as ``CANDLE_COLUMNS`` lists, timestamps as epoch ms."""
+    def candle_rows(self) -> list[list[Any]]:
+        """The rows of ``candle_table`` as ``CANDLE_COLUMNS`` lists, timestamps as epoch ms
+        (builds the table: for readers such as tests, not for the write path)."""
         if not self._parts:
             return []
         columns = [

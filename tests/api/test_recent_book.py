@@ -51,7 +51,7 @@ def final_table(events: list[dict[str, Any]]) -> dict[int, dict[str, Any]]:
     for e in events:
         rows.add(e, 0)
     table: dict[int, dict[str, Any]] = {}
-    for r in rows.candles:
+    for r in rows.candle_rows():
         row = dict(zip(CANDLE_COLUMNS, r, strict=True))
         old = table.get(row["open_time"])
         if old is None or row["version"] >= old["version"]:

@@ -99,7 +99,7 @@ class Record:
         rows = Rows()
         for o in outs:
             rows.add(o, 0)
-        for r in rows.candles:
+        for r in rows.candle_rows():
             row = dict(zip(CANDLE_COLUMNS, r, strict=True))
             self._replace(self.candles[row["symbol"], row["interval"]], row["open_time"], row, True)
         for r in rows.segments:
