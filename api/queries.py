@@ -264,6 +264,12 @@ class SnapshotData:
     count: int
 
 
+def _unavailable(what: str, exc: Exception) -> StoreUnavailableError:
+    """A failed query as the API reports it: the query's name and the first line of the error."""
+    first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:300]
+    return StoreUnavailableError(f"ClickHouse query {what} failed: {first}")
+
+
 class CandleQueries:
     """The API's reads. ``what`` in errors names the query for the operator."""
 
@@ -276,8 +282,7 @@ class CandleQueries:
             try:
                 rows = list(client.query(sql, parameters=params).result_rows)
             except Exception as exc:
-                first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:300]
-                raise StoreUnavailableError(f"ClickHouse query {what} failed: {first}") from exc
+                raise _unavailable(what, exc) from exc
         logger.debug("query=%s rows=%d ms=%.1f", what, len(rows), (time.perf_counter() - t0) * 1000)
         return rows
 
@@ -338,19 +343,21 @@ class CandleQueries:
             try:
                 return segment_lifecycles(client, symbols=symbols, intervals=intervals, states=states)
             except BackfillError as exc:
-                first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:300]
-                raise StoreUnavailableError(f"ClickHouse query {what} failed: {first}") from exc
+                raise _unavailable(what, exc) from exc
 
-    def gap_segments(self, st: Stream, limit: int, state: str | None) -> list[dict[str, Any]]:
-        """The newest ``limit`` segments (in ``state`` when given), ascending by segment_id."""
-        segs = self._lifecycles("gaps.status", [st.symbol], [st.interval], None if state is None else [state])
+    def gap_status(self, st: Stream, limit: int, state: str | None) -> tuple[list[dict[str, Any]], int, int]:
+        """The newest ``limit`` segments of the stream (in ``state`` when given), ascending by
+        segment_id, and its segments still missing bars with their count, from one read."""
+        segs = self._lifecycles("gaps.status", [st.symbol], [st.interval], None)
+        waiting = [s for s in segs if s.state in OPEN_GAP_STATES]
+        shown = segs if state is None else [s for s in segs if s.state == state]
         return [{
             "segment_id": s.segment_id, "segment_end": s.segment_end, "from_open_time": s.from_open_time,
             "to_open_time": s.to_open_time, "missing_bars": s.missing_bars, "state": s.state,
             "detected_at": s.detected_at, "repaired_at": s.repaired_at, "attempts": s.attempts,
             "last_error": s.last_error, "updated_at": s.updated_at, "from_ts": s.from_open_time,
             "to_ts": s.to_open_time, "missing": s.missing_bars,
-        } for s in segs[-limit:]]  # fmt: skip
+        } for s in shown[-limit:]], len(waiting), sum(s.missing_bars for s in waiting)  # fmt: skip
 
     def open_gaps(self, symbols: list[str], intervals: list[str]) -> tuple[int, int]:
         """Segments still missing bars (effective state), and how many bars, over the given streams."""

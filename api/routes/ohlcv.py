@@ -166,8 +166,7 @@ def gaps_status(
     limit: Annotated[int, Query(ge=1, le=10_000, description="newest segments to return")] = 1000,
 ) -> GapStatusResponse:
     """Gap segments of the stream (``gap_segments`` FINAL), ascending by segment_id."""
-    segments = queries.gap_segments(st, limit, state)
-    open_count, open_missing = queries.open_gaps([st.symbol], [st.interval])
+    segments, open_count, open_missing = queries.gap_status(st, limit, state)
     return GapStatusResponse.model_validate({
         "symbol": st.symbol, "interval": st.interval, "open_segments": open_count,
         "open_missing_bars": open_missing, "segments": segments,
