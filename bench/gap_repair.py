@@ -26,6 +26,7 @@ from datetime import UTC, datetime
 from importlib.metadata import version
 from pathlib import Path
 
+from bench.api_bench import pct
 from ohlcv.fake_binance import Datasets, FakeBinance, load_vision_zip
 from ohlcv.infra.broker import EmbeddedBroker
 from ohlcv.infra.clickhouse import make_client, migrate
@@ -41,11 +42,6 @@ MONTH = DATA / "binance-vision" / "futures-um" / "1m" / "LINKUSDT-1m-2026-02.zip
 #: candle index ranges [a, b) lost on our side: 1, 7, 60, 150 and 500 bars
 DROPPED = [(200, 201), (400, 407), (800, 860), (1200, 1350), (2000, 2500)]
 N = 3000
-
-
-def pct(values: list[float], q: float) -> float:
-    s = sorted(values)
-    return s[min(len(s) - 1, int(q * len(s)))]
 
 
 def main() -> None:
