@@ -23,8 +23,6 @@ import time
 from collections import Counter
 from pathlib import Path
 
-import orjson
-
 from ohlcv.infra.clickhouse import make_client
 
 logger = logging.getLogger(__name__)
@@ -36,11 +34,9 @@ DEMO_SYMBOLS = ["XRPUSDT", "LINKUSDT", "AVAXUSDT", "NEARUSDT"]
 LIVE_MS = 86_400_000  # the last day of the dump is the "live" market
 
 
-def sample_age_days(now_ms: int | None = None) -> int:
-    """Whole days from the XRP dump's first candle (the sample's oldest) to now, plus one."""
-    first = int(orjson.loads(XRP_DUMP.read_bytes())[0][0])
-    now = int(time.time() * 1000) if now_ms is None else now_ms
-    return (now - first) // 86_400_000 + 2
+def days_reaching(first_ms: int, now_ms: int) -> int:
+    """The scan window (whole days ending at ``now_ms``) that holds ``first_ms``, one day spare."""
+    return (now_ms - first_ms) // 86_400_000 + 2
 
 
 def start_fake_binance_rest(services: object) -> None:
@@ -50,12 +46,16 @@ def start_fake_binance_rest(services: object) -> None:
     from ohlcv.services import Services
 
     assert isinstance(services, Services)
-    fake = FakeBinance(Datasets.from_data_dir(DATA), playback=Playback(autostart=False))
+    datasets = Datasets.from_data_dir(DATA)
+    fake = FakeBinance(datasets, playback=Playback(autostart=False))
     urls = fake.start()
     stack = services.stack
     # the sample is years old: the longest scan window reaches back to its first candle, so the
     # scheduled scan sees (and queues) the dump's real exchange outages
-    windows = sorted({*stack.settings.continuity_windows_days, sample_age_days()})
+    oldest = min(series.open_times[0] for series in datasets if len(series))
+    windows = sorted(
+        {*stack.settings.continuity_windows_days, days_reaching(oldest, int(time.time() * 1000))}
+    )
     stack.settings = stack.settings.model_copy(
         update={"binance_spot_rest_url": urls.spot_rest, "binance_usdm_rest_url": urls.usdm_rest,
                 "continuity_queue_missing": True, "continuity_scan_interval_s": 10.0,

@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-import orjson
-
-from ohlcv.demo import XRP_DUMP, sample_age_days
+from ohlcv.demo import DATA, days_reaching
+from ohlcv.fake_binance import Datasets
 from streams.continuity import DAY_MS
 
 
 def test_the_longest_demo_window_reaches_the_sample_s_first_candle() -> None:
-    first = int(orjson.loads(XRP_DUMP.read_bytes())[0][0])
+    first = min(series.open_times[0] for series in Datasets.from_data_dir(DATA) if len(series))
+    assert first == 1617321600000  # the XRP/USDT dump's first candle, 2021-04-02
     for now in (first + DAY_MS, first + 5 * 365 * DAY_MS + 12_345):
-        days = sample_age_days(now)
+        days = days_reaching(first, now)
         assert now - days * DAY_MS < first < now - (days - 3) * DAY_MS
