@@ -91,7 +91,7 @@ MAX_APPEND = 1000
 
 
 class KnownCandles:
-    """The closed candles a stream remembers: ``{open_time: [fingerprint, revision]}`` per
+    """The closed candles a stream remembers: ``{"open_time": [fingerprint, revision]}`` per
     bucket of BUCKET_BARS bars, read at most once and written back once per ``apply_many``.
 
     A bucket carries the generation it was written in; one from an older generation (written
@@ -103,20 +103,21 @@ class KnownCandles:
         self.meta = meta
         self.span = step * BUCKET_BARS
         self.gen = int(meta.get("gen") or 0)
-        self.buckets: dict[int, dict[int, list[Any]]] = {}
+        self.buckets: dict[int, dict[str, list[Any]]] = {}
         self.dirty: set[int] = set()
 
-    def bucket(self, b: int) -> dict[int, list[Any]]:
-        """Bucket ``b`` (``open_time // span``), read from state on first use."""
+    def bucket(self, b: int) -> dict[str, list[Any]]:
+        """Bucket ``b`` (``open_time // span``), read from state on first use, keyed by the open
+        time as a string (the stored form: no conversion on read or write)."""
         d = self.buckets.get(b)
         if d is None:
             v = self.state.get(f"k{b}")
-            d = {int(t): k for t, k in v["c"].items()} if v is not None and v.get("g") == self.gen else {}
+            d = v["c"] if v is not None and v.get("g") == self.gen else {}
             self.buckets[b] = d
         return d
 
     def get(self, t: int) -> Known | None:
-        k = self.bucket(t // self.span).get(t)
+        k = self.bucket(t // self.span).get(str(t))
         return None if k is None else (k[0], int(k[1]))
 
     def flush(self) -> None:
@@ -134,7 +135,7 @@ class KnownCandles:
             self.meta["kmax"] = kmax = newest
         for b in self.dirty:
             if b > kmax - KEEP_BUCKETS:
-                self.state.set(f"k{b}", {"g": self.gen, "c": {str(t): k for t, k in self.buckets[b].items()}})
+                self.state.set(f"k{b}", {"g": self.gen, "c": self.buckets[b]})
         self.dirty.clear()
 
 
@@ -269,7 +270,8 @@ class CandleStateMachine:
         t = c.open_time
         bucket_no = t // b.known.span
         bucket = b.known.bucket(bucket_no)
-        k = bucket.get(t)
+        ts = str(t)
+        k = bucket.get(ts)
         known = b.stored.get(t) if k is None else (k[0], k[1])
         fp = fingerprint(c)
         if known is not None and known[0] == fp:
@@ -277,7 +279,7 @@ class CandleStateMachine:
         b.known.dirty.add(bucket_no)
         if known is not None:
             revision = known[1] + 1
-            bucket[t] = [fp, revision]
+            bucket[ts] = [fp, revision]
             prev = known[0]
             b.out.append(self._event(c, meta, b.now, {
                 "type": "repair", "candle": candle_out(c, revision), "revision": revision,
@@ -287,7 +289,7 @@ class CandleStateMachine:
             }))  # fmt: skip
             return
 
-        bucket[t] = [fp, 0]
+        bucket[ts] = [fp, 0]
         step, now = b.step, b.now
         first, last = meta["first"], meta["last"]
         partial = meta.get("partial")

@@ -5,10 +5,12 @@ the raw kline topic (values as bytes, keys ``SYMBOL:interval``):
 
 1. ``decode``: bytes -> candle, or a dead letter with the reason and topic[partition]@offset;
 2. ``apply`` (stateful, per key): the CandleStateMachine -> events, segment rows;
-3. branches: events -> ``ohlcv.candle.events``; dead letters -> ``ohlcv.deadletter``;
-   events and segment rows -> the ClickHouse sink; higher-interval candles completed by the
-   resampler -> back to the raw topic (keyed ``SYMBOL:5m`` ...), where step 2 treats them
-   like any kline.
+3. ``publish``: events -> ``ohlcv.candle.events``; dead letters -> ``ohlcv.deadletter``;
+   higher-interval candles completed by the resampler -> back to the raw topic (keyed
+   ``SYMBOL:5m`` ...), where step 2 treats them like any kline;
+4. ``sink``: events and segment rows -> the ClickHouse sink.
+
+One line of steps, no branches; one list of outputs per record travels down it.
 """
 
 from __future__ import annotations
@@ -35,6 +37,7 @@ from schemas.klines import (
 )
 from topologies.candle_logic import CandleStateMachine
 from topologies.resample import Resampler, candles_of_event
+from topologies.state_cache import CheckpointStates
 
 logger = logging.getLogger(__name__)
 
@@ -127,51 +130,73 @@ def higher_records(higher: list[Candle], now: int) -> list[dict[str, Any]]:
     return out
 
 
-def make_step(machine: CandleStateMachine, resampler: Resampler | None = None) -> Any:
+class _Tally:
+    """Metric increments gathered per record and added to Prometheus at most every
+    ``every_s`` (a labelled increment costs more than the step's own bookkeeping of a kline)."""
+
+    def __init__(self, every_s: float = 0.25):
+        self.every_s = every_s
+        self.counts: dict[tuple[Any, ...], float] = {}
+        self.due = 0.0
+
+    def add(self, metric: Any, n: float, *labels: str) -> None:
+        key = (metric, *labels)
+        self.counts[key] = self.counts.get(key, 0) + n
+
+    def maybe_flush(self) -> None:
+        now = time.monotonic()
+        if now >= self.due:
+            self.due = now + self.every_s
+            self.flush()
+
+    def flush(self) -> None:
+        counts, self.counts = self.counts, {}
+        for (metric, *labels), n in counts.items():
+            (_child(metric, *labels) if labels else metric).inc(n)
+
+
+def make_step(
+    machine: CandleStateMachine,
+    resampler: Resampler | None = None,
+    states: CheckpointStates | None = None,
+) -> Any:
     """The stateful step. With a resampler, each new or repaired closed 1m candle also updates
     the higher intervals, in the same key's state (the resampler's keys do not collide with the
-    state machine's), and the higher candles it completes go back to the raw topic."""
+    state machine's), and the higher candles it completes go back to the raw topic.
+
+    With ``states`` (the sink flushes it at each checkpoint), the step reads and writes the
+    stream's state through a view decoded once per checkpoint (``topologies.state_cache``);
+    without, straight through Quix state."""
+    tally = _Tally()
 
     def apply_record(item: Decoded, state: State[Any, Any]) -> list[dict[str, Any]]:
         candles, dead = item
         if not candles:
             return dead
         c0 = candles[0]
-        _child(KLINES_PROCESSED, c0.interval).inc(len(candles))
-        outs = machine.apply_many(candles, state)
+        view: Any = state if states is None else states.view(c0.key, state)
+        tally.add(KLINES_PROCESSED, len(candles), c0.interval)
+        outs = machine.apply_many(candles, view)
         closed_1m: list[dict[str, Any]] = []
         for o in outs:
             if o["kind"] == "event":
-                _child(EVENTS_EMITTED, o["type"], o["interval"]).inc()
-                if o["type"] == "partial_close":
+                typ = o["type"]
+                tally.add(EVENTS_EMITTED, 1, typ, o["interval"])
+                if typ == "partial_close":
                     PARTIAL_CLOSE_LATENCY.observe(o["latency_ms"])
-                elif o["type"] == "append" and o["late"]:
-                    LATE_FILLS.inc(o["count"])
+                elif typ == "append" and o["late"]:
+                    tally.add(LATE_FILLS, o["count"])
                 if resampler is not None and c0.interval == "1m":
                     closed_1m.extend(candles_of_event(o))
         if closed_1m:
             assert resampler is not None
-            higher = resampler.apply_many(c0.symbol, closed_1m, state)
+            higher = resampler.apply_many(c0.symbol, closed_1m, view)
             if higher:
                 outs.extend(higher_records(higher, int(time.time() * 1000)))
+        tally.maybe_flush()
         return outs + dead if dead else outs
 
     return apply_record
-
-
-def _is_published(o: dict[str, Any]) -> bool:
-    return bool(o["kind"] in ("event", "dead", "raw"))
-
-
-def _is_stored(o: dict[str, Any]) -> bool:
-    return bool(o["kind"] in ("event", "segment", "candle"))
-
-
-def _published_value(o: dict[str, Any]) -> dict[str, Any]:
-    if o["kind"] == "raw":
-        value: dict[str, Any] = o["value"]
-        return value
-    return {k: v for k, v in o.items() if k != "kind"}
 
 
 def _raw_key(value: dict[str, Any]) -> str:
@@ -180,28 +205,38 @@ def _raw_key(value: dict[str, Any]) -> str:
     return f"{value['event']['s']}:{value['event']['k']['i']}"
 
 
-def _routes(events: Topic, dead: Topic, raw: Topic | None) -> tuple[Any, Any]:
-    """The topic and key of a published value: an event (it has ``seq``), a dead letter (it has
-    ``stage``), or a higher candle going back to the raw topic."""
+class Publisher:
+    """Produces a record's published outputs — events to the events topic, dead letters to the
+    dead-letter topic, higher candles back to the raw topic — through the Application's own
+    producer (the one Quix flushes, and in exactly-once mode transacts, at each checkpoint).
 
-    def topic(value: dict[str, Any], key: Any, timestamp: int, headers: Any) -> Topic:
-        if "seq" in value:
-            return events
-        if "stage" in value:
-            return dead
-        assert raw is not None, (
-            "higher candles come from a resampler, which build_candles gives the raw topic"
-        )
-        return raw
+    Each event is serialised once: the bytes go to Kafka and, as ``json``, to the sink's
+    ``ohlcv_events`` row, so the topic and the table carry the same text."""
 
-    def key(value: dict[str, Any]) -> str | None:
-        if "seq" in value:
-            return f"{value['symbol']}:{value['interval']}"
-        if "stage" in value:
-            return value.get("key")
-        return _raw_key(value)
+    def __init__(self, producer: Any, events: Topic, dead: Topic, raw: Topic | None):
+        self.produce = producer.produce
+        self.events = events.name
+        self.dead = dead.name
+        self.raw = raw.name if raw is not None else None
 
-    return topic, key
+    def __call__(self, value: list[dict[str, Any]], key: Any, timestamp: int, headers: Any) -> None:
+        produce = self.produce
+        for o in value:
+            kind = o["kind"]
+            if kind == "event":
+                data = orjson.dumps({k: v for k, v in o.items() if k != "kind"})
+                o["json"] = data
+                produce(topic=self.events, value=data, key=f"{o['symbol']}:{o['interval']}",
+                        timestamp=timestamp)  # fmt: skip
+            elif kind == "dead":
+                data = orjson.dumps({k: v for k, v in o.items() if k != "kind"})
+                produce(topic=self.dead, value=data, key=o.get("key"), timestamp=timestamp)
+            elif kind == "raw":
+                assert self.raw is not None, (
+                    "higher candles come from a resampler, which build_candles gives the raw topic"
+                )
+                produce(topic=self.raw, value=orjson.dumps(o["value"]), key=_raw_key(o["value"]),
+                        timestamp=timestamp)  # fmt: skip
 
 
 def build_candles(
@@ -216,16 +251,22 @@ def build_candles(
 ) -> StreamingDataFrame:
     """Wire the candle steps onto ``sdf`` (the raw kline topic). Returns the outputs frame.
 
-    The outputs split in two branches only, published and stored: Quix copies (pickles) every
-    value once per extra branch, so one dynamic ``to_topic`` routes events, dead letters and
-    higher candles instead of a branch each.
+    One straight line, no branches (Quix pickles a value once per extra branch): decode, the
+    stateful step (one list of outputs per record), publish (``Publisher``, through the
+    Application's producer), store (the sink takes the stored kinds of each list). A sink that
+    takes flush hooks (``add_flush_hook``) also writes the step's checkpoint-scoped state views
+    at each checkpoint, before Quix prepares the state transactions.
     """
     if resampler is not None and raw_topic is None:
         raise ValueError("resampling needs the raw topic to send higher candles to")
+    states: CheckpointStates | None = None
+    if sink is not None and hasattr(sink, "add_flush_hook"):
+        states = CheckpointStates()
+        sink.add_flush_hook(states.flush)
     decoded = sdf.apply(decode_record, metadata=True)
-    out = decoded.apply(make_step(machine, resampler), stateful=True, expand=True)
-    topic, key = _routes(events_topic, deadletter_topic, raw_topic)
-    out.filter(_is_published).apply(_published_value).to_topic(topic, key=key)
+    out = decoded.apply(make_step(machine, resampler, states), stateful=True)
+    publisher = Publisher(sdf.processing_context.producer, events_topic, deadletter_topic, raw_topic)
+    out = out.update(publisher, metadata=True)
     if sink is not None:
-        out.filter(_is_stored).sink(sink)
+        out.sink(sink)
     return out

@@ -41,18 +41,22 @@ def _hook_sink(die_after_inserts: int) -> None:
 
     def write(self: sink_module.Rows, client: Any) -> None:
         if die_after_inserts and self.segments:
-            real_insert = client.insert
             done: list[str] = []
 
-            def insert_then_maybe_die(table: str, *args: Any, **kwargs: Any) -> Any:
-                result = real_insert(table, *args, **kwargs)
-                done.append(table)
-                if len(done) == die_after_inserts:
-                    _say(f"dying after inserts={','.join(done)}")
-                    os.kill(os.getpid(), signal.SIGKILL)
-                return result
+            def dying(real_insert: Any) -> Any:
+                def insert_then_maybe_die(table: str, *args: Any, **kwargs: Any) -> Any:
+                    result = real_insert(table, *args, **kwargs)
+                    done.append(table)
+                    if len(done) == die_after_inserts:
+                        _say(f"dying after inserts={','.join(done)}")
+                        os.kill(os.getpid(), signal.SIGKILL)
+                    return result
 
-            client.insert = insert_then_maybe_die
+                return insert_then_maybe_die
+
+            # row inserts (segments) and Arrow inserts (candles, events) alike
+            client.insert = dying(client.insert)
+            client.insert_arrow = dying(client.insert_arrow)
         real_write(self, client)
         totals["candles"] += self.candle_count
         totals["segments"] += len(self.segments)
