@@ -24,6 +24,7 @@ from typing import Any, Protocol
 from schemas.events import stored_candles
 from schemas.intervals import bucket_start, interval_ms
 from schemas.klines import Candle
+from topologies.state_cache import StreamView
 
 MINUTE_MS = 60_000
 
@@ -127,13 +128,15 @@ class Resampler:
         return aggregate(symbol, interval, start, self._bars(interval, start, state), now)
 
     def apply_many(self, symbol: str, candles: list[dict[str, Any]], state: StreamState) -> list[Candle]:
-        """``apply`` of each candle in order, through one cached view of the state (a batch
-        record's candles cost one read and one write per state key, not one per candle)."""
-        cached = _Cached(state)
+        """``apply`` of each candle in order, through one decoded view of the state (a batch
+        record's candles cost one read and one write per state key, not one per candle). The
+        topology's checkpoint-scoped view (``topologies.state_cache``) is used as it is."""
+        view = state if isinstance(state, StreamView) else StreamView(state)
         out: list[Candle] = []
         for c in candles:
-            out.extend(self.apply(symbol, c, cached))
-        cached.flush()
+            out.extend(self.apply(symbol, c, view))
+        if view is not state:
+            view.write()
         return out
 
     def apply(self, symbol: str, candle: dict[str, Any], state: StreamState) -> list[Candle]:
@@ -141,19 +144,20 @@ class Resampler:
         now = self.clock_ms()
         t = int(candle["open_time"])
         out: list[Candle] = []
-        for iv in self.intervals:
-            self._ensure_loaded(symbol, iv, bucket_start(t, iv), state)
+        spans = [(iv, interval_ms(iv), bucket_start(t, iv)) for iv in self.intervals]
+        for iv, _, start in spans:
+            self._ensure_loaded(symbol, iv, start, state)
         last = state.get("last")
         if self._stored_until.get(symbol, -1) > (-1 if last is None else last):
             # a state lost or behind the record: the newest stored bar is the newest seen
             last = self._stored_until[symbol]
-        is_new = state.get(f"b{t}") is None
-        state.set(f"b{t}", bar_of(candle))
-        for iv in self.intervals:
-            step = interval_ms(iv)
-            start = bucket_start(t, iv)
-            n = int(state.get(f"n{iv}:{start}") or 0) + (1 if is_new else 0)
-            state.set(f"n{iv}:{start}", n)
+        bar_key = f"b{t}"
+        is_new = state.get(bar_key) is None
+        state.set(bar_key, bar_of(candle))
+        for iv, step, start in spans:
+            count_key = f"n{iv}:{start}"
+            n = int(state.get(count_key) or 0) + (1 if is_new else 0)
+            state.set(count_key, n)
             # the bucket of the previous newest bar is over once a later bucket starts
             if last is not None and t > last:
                 prev = bucket_start(last, iv)
@@ -167,32 +171,6 @@ class Resampler:
         if last is None or t > last:
             state.set("last", t)
         return out
-
-
-class _Cached:
-    """A read-through, write-back view of a stream's state for one record: every key is read
-    (deserialized) at most once and written (serialized) once, at ``flush``."""
-
-    def __init__(self, state: StreamState):
-        self.state = state
-        self.values: dict[str, Any] = {}
-        self.dirty: set[str] = set()
-
-    def get(self, key: str, default: Any = None) -> Any:
-        if key in self.values:
-            v = self.values[key]
-        else:
-            v = self.values[key] = self.state.get(key)
-        return default if v is None else v
-
-    def set(self, key: str, value: Any) -> None:
-        self.values[key] = value
-        self.dirty.add(key)
-
-    def flush(self) -> None:
-        for key in self.dirty:
-            self.state.set(key, self.values[key])
-        self.dirty.clear()
 
 
 def candles_of_event(event: dict[str, Any]) -> list[dict[str, Any]]:
