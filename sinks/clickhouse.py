@@ -10,6 +10,7 @@ last committed offset later, so nothing acknowledged is lost and the topology ca
 from __future__ import annotations
 
 import logging
+import operator
 import time
 from collections.abc import Callable
 from typing import Any
@@ -47,8 +48,10 @@ def event_open_time(ev: dict[str, Any]) -> int | None:
     return None
 
 
-def _floats(cs: list[dict[str, Any]], k: str) -> pa.Array:
-    return pa.array([c[k] for c in cs], pa.float64())
+_CANDLE_FIELDS = operator.itemgetter(
+    "open_time", "close_time", "open", "high", "low", "close", "volume", "quote_volume", "trades",
+    "taker_buy_base", "taker_buy_quote", "is_closed", "source", "bars",
+)  # fmt: skip
 
 
 class Rows:
@@ -109,23 +112,26 @@ class Rows:
         ``event_time`` the close time, ``ingested_at`` the time of ``add``, ``event_seq`` the
         announcing event's seq (see migration 0004)."""
         cs = [c for part in self._parts for c in part[4]]
+        # one C-level pass turns the dicts into columns (a comprehension per column cost ~3x)
+        columns = zip(*map(_CANDLE_FIELDS, cs), strict=True)
+        (open_time, close_time_ms, open_, high, low, close, volume, quote_volume, trades,
+         taker_base, taker_quote, is_closed, source, bars) = columns  # fmt: skip
 
         def repeat(field: int) -> list[Any]:
             return [part[field] for part in self._parts for _ in part[4]]
 
-        def dictionary(values: list[Any]) -> pa.Array:
+        def dictionary(values: Any) -> pa.Array:
             return pa.array(values, pa.string()).dictionary_encode()
 
-        close_time = pa.array([c["close_time"] for c in cs], ARROW_TS)
+        def floats(values: Any) -> pa.Array:
+            return pa.array(values, pa.float64())
+
+        close_time = pa.array(close_time_ms, ARROW_TS)
         arrays = [
-            dictionary(repeat(0)), dictionary(repeat(1)),
-            pa.array([c["open_time"] for c in cs], ARROW_TS), close_time,
-            _floats(cs, "open"), _floats(cs, "high"), _floats(cs, "low"), _floats(cs, "close"),
-            _floats(cs, "volume"), _floats(cs, "quote_volume"),
-            pa.array([c["trades"] for c in cs], pa.uint64()),
-            _floats(cs, "taker_buy_base"), _floats(cs, "taker_buy_quote"),
-            pa.array([c["is_closed"] for c in cs], pa.bool_()), dictionary([c["source"] for c in cs]),
-            pa.array([c["bars"] for c in cs], pa.uint16()),
+            dictionary(repeat(0)), dictionary(repeat(1)), pa.array(open_time, ARROW_TS), close_time,
+            floats(open_), floats(high), floats(low), floats(close), floats(volume), floats(quote_volume),
+            pa.array(trades, pa.uint64()), floats(taker_base), floats(taker_quote),
+            pa.array(is_closed, pa.bool_()), dictionary(source), pa.array(bars, pa.uint16()),
             pa.array([c.get("revision") or 0 for c in cs], pa.uint32()),
             pa.array([candle_version(c) for c in cs], pa.uint64()),
             close_time, pa.array(repeat(3), ARROW_TS), pa.array(repeat(2), pa.uint64()),
@@ -141,7 +147,7 @@ class Rows:
         if self._parts:
             client.insert_arrow("ohlcv_candles", self.candle_table(), settings=INSERT_SETTINGS)
         if self.events:
-            client.insert_arrow("ohlcv_events", self.event_table())
+            client.insert_arrow("ohlcv_events", self.event_table(), settings=INSERT_SETTINGS)
 
     def event_table(self) -> pa.Table:
         """The event rows as one Arrow table of ``EVENT_COLUMNS`` (the row insert's Python
