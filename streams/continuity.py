@@ -213,8 +213,8 @@ def scan_window(
         raise ScanRangeError(
             "from",
             f"{iso_ms(start_ms)} .. {until} is {(hi - lo) // step + 1:,} bars of {interval}, more than "
-            f"the {MAX_SCAN_BARS:,} (20 years of 1m) one scan covers; give a later from, or none "
-            "to start at the first stored bar",
+            f"the {MAX_SCAN_BARS:,} (20 years of 1m) one scan covers; start later, or give no start "
+            "to begin at the first stored bar",
         )
     return ScanWindow(
         interval=interval, lo=lo, hi=hi, start_ms=start, end_ms=end,
