@@ -292,8 +292,8 @@ class ContinuityReport:
         return {
             "from_open_time": a,
             "to_open_time": b,
-            "from": None if a is None else iso_ms(a),
-            "to": None if b is None else iso_ms(b),
+            "from_iso": None if a is None else iso_ms(a),
+            "to_iso": None if b is None else iso_ms(b),
             "from_given": self.start_given,
             "to_given": self.end_given,
             "expected_bars": self.expected_bars,

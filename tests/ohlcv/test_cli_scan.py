@@ -104,8 +104,9 @@ def test_all_scans_the_whole_stored_span_with_both_outages(cli: Cli) -> None:
         XRP_EXPECTED, XRP_PRESENT, 433, 283,
     )  # fmt: skip
     assert one["span"] == {
-        "from_open_time": XRP_FIRST, "to_open_time": XRP_LAST, "from": "2021-04-02T00:00:00Z",
-        "to": "2021-05-14T20:26:00Z", "from_given": False, "to_given": False, "expected_bars": XRP_EXPECTED,
+        "from_open_time": XRP_FIRST, "to_open_time": XRP_LAST, "from_iso": "2021-04-02T00:00:00Z",
+        "to_iso": "2021-05-14T20:26:00Z", "from_given": False, "to_given": False,
+        "expected_bars": XRP_EXPECTED,
     }  # fmt: skip
 
 
@@ -134,10 +135,10 @@ def test_from_to_scans_one_day_in_iso_and_in_epoch_ms(cli: Cli) -> None:
     assert (edge["expected_bars"], edge["missing_bars"]) == (24 * 24 * 60 + 10, 443)
     # --from alone ends at the last stored bar; --to alone starts at the first
     (since,) = cli.scan_json("--from", "2021-04-25")
-    assert since["span"]["to"] == "2021-05-14T20:26:00Z"  # type: ignore[index]
+    assert since["span"]["to_iso"] == "2021-05-14T20:26:00Z"  # type: ignore[index]
     assert (since["expected_bars"], since["missing_bars"]) == ((XRP_LAST - 1619308800000) // MIN + 1, 283)
     (until,) = cli.scan_json("--to", "2021-04-25")
-    assert until["span"]["from"] == "2021-04-02T00:00:00Z"  # type: ignore[index]
+    assert until["span"]["from_iso"] == "2021-04-02T00:00:00Z"  # type: ignore[index]
     assert (until["expected_bars"], until["missing_bars"]) == ((1619308800000 - XRP_FIRST) // MIN, 150)
 
 

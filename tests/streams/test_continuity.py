@@ -96,8 +96,8 @@ def test_xrp_dump_reports_exactly_its_two_outages(xrp: Client) -> None:
         "span": {
             "from_open_time": XRP_FIRST,
             "to_open_time": XRP_LAST,
-            "from": "2021-04-02T00:00:00Z",
-            "to": "2021-05-14T20:26:00Z",
+            "from_iso": "2021-04-02T00:00:00Z",
+            "to_iso": "2021-05-14T20:26:00Z",
             "from_given": False,
             "to_given": False,
             "expected_bars": XRP_EXPECTED,
