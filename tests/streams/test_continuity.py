@@ -335,8 +335,10 @@ def test_scheduler_keeps_the_gauges_current(xrp: Client) -> None:
 
 
 def test_scheduled_all_window_finds_and_queues_the_2021_outages_years_later(xrp: Client) -> None:
+    # the windows as the stack passes them (ohlcv.services): CONTINUITY_WINDOWS_DAYS, parsed
+    windows = Settings(_env_file=None, continuity_windows_days="all,365,1").continuity_windows_days  # type: ignore[call-arg]
     scheduler = ContinuityScheduler(
-        xrp, [("XRPUSDT", "1m")], every_s=0.05, windows_days=["all", 365, 1], queue_missing=True,
+        xrp, [("XRPUSDT", "1m")], every_s=0.05, windows_days=windows, queue_missing=True,
         clock_ms=lambda: YEARS_LATER,
     )  # fmt: skip
     assert scheduler.windows_days == (1, 365, "all")
