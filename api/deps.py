@@ -1,12 +1,15 @@
 """Route dependencies as ``Annotated`` aliases: settings, queries, the live hub, the API key,
-and the served (symbol, interval) of a request."""
+the served (symbol, interval) of a request, and the from/to range of a continuity scan."""
 
 from __future__ import annotations
 
 import hmac
-from typing import Annotated
+import time
+from dataclasses import dataclass
+from typing import Annotated, Any
 
 from fastapi import Depends, HTTPException, Query, Request, Security
+from fastapi.exceptions import RequestValidationError
 from fastapi.security import APIKeyHeader
 
 from api.coalesce import Coalescer
@@ -16,6 +19,7 @@ from api.queries import CandleQueries, Stream
 from api.recent_book import RecentBooks
 from ohlcv.settings import Settings
 from schemas.intervals import BINANCE_INTERVALS, interval_ms
+from streams.continuity import ScanRangeError, parse_time_ms, scan_window
 
 SYMBOL_PATTERN = r"^[A-Za-z0-9]{2,30}$"
 INTERVAL_PATTERN = "^(" + "|".join(BINANCE_INTERVALS) + ")$"
@@ -103,3 +107,65 @@ async def served_stream(
 
 ApiKeyDep = Depends(require_api_key)
 StreamDep = Annotated[Stream, Depends(served_stream)]
+
+
+@dataclass(frozen=True, slots=True)
+class ScanRange:
+    """``[start_ms, end_ms)`` of a scan (None: the stored edge), checked against ``now_ms``."""
+
+    start_ms: int | None
+    end_ms: int | None
+    now_ms: int
+
+    @property
+    def given(self) -> bool:
+        return self.start_ms is not None or self.end_ms is not None
+
+
+def _invalid(field: str, message: str, given: Any) -> RequestValidationError:
+    """A 422 in FastAPI's own shape, naming the query parameter (the app adds the one-line message)."""
+    return RequestValidationError(
+        [{"type": "value_error", "loc": ("query", field), "msg": message, "input": given}]
+    )
+
+
+_TIME_HELP = "ms since epoch, or ISO 8601 UTC (2021-03-01, 2021-03-01T12:00, an offset or Z)"
+
+
+async def scan_range(
+    st: StreamDep,
+    start: Annotated[
+        str | None,
+        Query(
+            alias="from",
+            max_length=40,
+            description=f"bars opening at or after this; {_TIME_HELP}. Absent: from the first stored candle",
+        ),
+    ] = None,
+    end: Annotated[
+        str | None,
+        Query(
+            alias="to",
+            max_length=40,
+            description=f"bars opening before this (exclusive); {_TIME_HELP}. "
+            "Absent: to the last stored candle",
+        ),
+    ] = None,
+) -> ScanRange:
+    """The from/to of the request; 422 naming the parameter when a bound is malformed, from is
+    not before to, or from opens more than ``MAX_SCAN_BARS`` bars before the span's end."""
+    bounds: dict[str, int | None] = {}
+    for field, text in (("from", start), ("to", end)):
+        try:
+            bounds[field] = None if text is None else parse_time_ms(text)
+        except ValueError as exc:
+            raise _invalid(field, str(exc), text) from exc
+    now = int(time.time() * 1000)
+    try:
+        scan_window(st.interval, days=None, start_ms=bounds["from"], end_ms=bounds["to"], now_ms=now)
+    except ScanRangeError as exc:
+        raise _invalid(exc.field, exc.reason, start if exc.field == "from" else end) from exc
+    return ScanRange(bounds["from"], bounds["to"], now)
+
+
+ScanRangeDep = Annotated[ScanRange, Depends(scan_range)]

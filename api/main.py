@@ -3,9 +3,10 @@
 Public: ``/healthz``, ``/api/version``, ``/metrics``, ``/docs``, ``/openapi.json``. Everything
 under ``/api/ohlcv/``, ``/ws/ohlcv`` and ``/health/extended`` needs the API key.
 
-Statuses: 400 contradictory parameters (both history cursors); 401 no API key; 403 wrong key;
-404 a symbol or interval this deployment does not serve (the message names it); 422 a malformed
-parameter (``detail`` as FastAPI, plus one-line ``message``); 503 ClickHouse unavailable. A 500
+Statuses: 400 contradictory parameters (both history cursors; meta's sample_for_gap with
+from/to); 401 no API key; 403 wrong key; 404 a symbol or interval this deployment does not serve
+(the message names it); 422 a malformed parameter (``detail`` as FastAPI, plus one-line
+``message``; also a from/to range that cannot be scanned); 503 ClickHouse unavailable. A 500
 is a bug; it still answers JSON with the request id. WebSocket close codes: ``api.streaming``.
 
 Nothing connects at import or in ``create_app``: the lifespan opens the ClickHouse client pool
@@ -50,9 +51,11 @@ from schemas.topics import CANDLE_EVENTS
 
 logger = logging.getLogger(__name__)
 
-DESCRIPTION = """Binance candles you can trust: recent, history, delta, gaps, and a live WebSocket.
+DESCRIPTION = """Binance candles you can trust: recent, history, delta, continuity, gaps, and a live
+WebSocket.
 
-Times are ms since epoch (UTC). Send the API key in `X-API-Key`.
+Times are ms since epoch (UTC); the `from`/`to` of `meta` and `continuity` also take ISO 8601
+(`2021-03-01`, `2021-03-01T12:00`, UTC unless an offset is given). Send the API key in `X-API-Key`.
 
 **WebSocket `/ws/ohlcv?symbol=&interval=[&since_seq=][&limit=][&api_key=]`**: first a
 `WsSnapshot` (recent closed candles and `seq`, the last event it includes), then every

@@ -29,22 +29,72 @@ class RecentResponse(BaseModel):
     candles: list[CandleOut] = Field(description="ascending by open_time")
 
 
+class ScanSpan(BaseModel):
+    """The bar slots a completeness figure covers: first and last expected bar, both counted."""
+
+    from_open_time: int | None = Field(description="open time (ms) of the first bar slot; null: none")
+    to_open_time: int | None = Field(description="open time (ms) of the last bar slot; null: none")
+    from_iso: str | None = Field(description="from_open_time as UTC ISO 8601")
+    to_iso: str | None = Field(description="to_open_time as UTC ISO 8601")
+    from_given: bool = Field(description="true: starts at the given from (the hole before data counts); "
+                             "false: at the first stored candle")  # fmt: skip
+    to_given: bool = Field(description="true: ends at the given to (or the last closed bar before it); "
+                           "false: at the last stored candle")  # fmt: skip
+    expected_bars: int = Field(ge=0, description="bar slots in the span")
+
+
 class MetaResponse(BaseModel):
     symbol: str
     interval: str
     earliest_open_time: int | None = Field(description="oldest closed candle stored")
     latest_open_time: int | None = Field(description="newest closed candle stored")
     count: int = Field(description="closed candles stored")
-    sample_for_gap: int = Field(description="how many of the newest closed candles were sampled")
-    sample_bars: int = Field(description="closed candles in the sample (<= sample_for_gap)")
-    expected_bars: int | None = Field(description="bar slots between the oldest and newest sampled candle")
+    sample_for_gap: int | None = Field(
+        description="how many of the newest closed candles were sampled; null when from/to chose the range"
+    )
+    sample_bars: int = Field(description="closed candles in the sample or range (<= sample_for_gap)")
+    expected_bars: int | None = Field(description="bar slots of completeness_span; null without data")
     completeness_percent: float | None = Field(
         ge=0,
         le=1,
         description="original name; a RATIO in [0, 1]: sample_bars / expected_bars, null without data",
     )
     completeness_ratio: float | None = Field(ge=0, le=1, description="same value as completeness_percent")
-    largest_gap_bars: int = Field(ge=0, description="most consecutive missing bars inside the sample")
+    largest_gap_bars: int = Field(
+        ge=0, description="most consecutive missing bars inside the sample or range"
+    )
+    completeness_span: ScanSpan = Field(
+        description="what completeness covers: the oldest to the newest sampled candle, or the from/to range"
+    )
+
+
+class MissingRangeOut(BaseModel):
+    from_open_time: int = Field(description="first missing bar (ms)")
+    to_open_time: int = Field(description="last missing bar (ms), inclusive")
+    missing_bars: int = Field(ge=1)
+
+
+class ContinuityResponse(BaseModel):
+    """One continuity scan (``streams.continuity.scan``), the original scanner's names."""
+
+    symbol: str
+    interval: str
+    span: ScanSpan = Field(description="the scanned span")
+    expected_bars: int = Field(ge=0, description="bar slots in the span")
+    present_bars: int = Field(ge=0, description="closed candles stored in the span")
+    missing_bars: int = Field(ge=0)
+    completeness_ratio: float | None = Field(
+        ge=0, le=1, description="present_bars / expected_bars; null when nothing was expected"
+    )
+    completeness_percent: float | None = Field(
+        ge=0, le=1, description="original name, same RATIO as completeness_ratio"
+    )
+    gap_count: int = Field(ge=0, description="missing ranges in the span, also those beyond `gaps`")
+    gaps: list[MissingRangeOut] = Field(description="missing ranges, ascending, at most `limit`")
+    gaps_truncated: bool = Field(description="true when gap_count > len(gaps): raise limit or narrow from/to")
+    largest_gap_bars: int = Field(ge=0)
+    first_open_time: int | None = Field(description="first closed candle stored in the span")
+    last_open_time: int | None = Field(description="last closed candle stored in the span")
 
 
 class HistoryResponse(BaseModel):

@@ -29,6 +29,7 @@ from api.errors import StoreUnavailableError
 from api.recent_book import BOOK_ROWS
 from ohlcv.errors import ClickHouseUnavailableError
 from streams.backfill import BackfillError, SegmentLifecycle, segment_lifecycles
+from streams.continuity import ContinuityError, ContinuityReport, ScanRangeError, iso_ms, scan
 
 logger = logging.getLogger(__name__)
 
@@ -69,13 +70,14 @@ SQL_HISTORY_AFTER = (
 # span and count over every closed candle; completeness and the largest gap over the newest k,
 # with the neighbour difference computed by a window function
 SQL_META = (
-    "SELECT a.first_ms, a.last_ms, a.n, b.n, b.expected, b.max_missing FROM ("
+    "SELECT a.first_ms, a.last_ms, a.n, b.n, b.expected, b.max_missing, b.lo, b.hi FROM ("
     " SELECT toUnixTimestamp64Milli(min(open_time)) AS first_ms, "
     "  toUnixTimestamp64Milli(max(open_time)) AS last_ms, uniqExact(open_time) AS n "
     " FROM ohlcv_candles WHERE symbol = {s:String} AND interval = {i:String} AND is_closed"
     ") AS a CROSS JOIN ("
     " SELECT count() AS n, if(n = 0, 0, intDiv(max(t) - min(t), {step:Int64}) + 1) AS expected, "
-    "  if(n = 0, 0, greatest(intDiv(max(d), {step:Int64}) - 1, 0)) AS max_missing "
+    "  if(n = 0, 0, greatest(intDiv(max(d), {step:Int64}) - 1, 0)) AS max_missing, "
+    "  min(t) AS lo, max(t) AS hi "
     " FROM ("
     "  SELECT t, t - lagInFrame(t, 1, t) OVER (ORDER BY t ASC ROWS BETWEEN 1 PRECEDING AND CURRENT ROW) AS d "
     "  FROM (SELECT DISTINCT toUnixTimestamp64Milli(open_time) AS t FROM ohlcv_candles "
@@ -305,13 +307,24 @@ class CandleQueries:
         return [candle_dict(r) for r in reversed(rows[:limit])], len(rows) > limit
 
     def meta(self, st: Stream, sample: int) -> dict[str, Any]:
-        """Span and count of closed candles; completeness and largest gap over the newest ``sample``."""
-        first, last, count, n, expected, max_missing = self._rows(
+        """Span and count of closed candles; completeness and largest gap over the newest ``sample``
+        (``span``: its oldest to its newest candle)."""
+        first, last, count, n, expected, max_missing, lo, hi = self._rows(
             "meta", SQL_META, st.params(step=st.step_ms, k=sample)
         )[0]
         has = int(count) > 0
         ratio = (int(n) / int(expected)) if has and int(expected) > 0 else None
+        a, b = (int(lo), int(hi)) if has else (None, None)
         return {
+            "span": {
+                "from_open_time": a,
+                "to_open_time": b,
+                "from_iso": None if a is None else iso_ms(a),
+                "to_iso": None if b is None else iso_ms(b),
+                "from_given": False,
+                "to_given": False,
+                "expected_bars": int(expected) if has else 0,
+            },
             "earliest_open_time": int(first) if has else None,
             "latest_open_time": int(last) if has else None,
             "count": int(count),
@@ -333,6 +346,25 @@ class CandleQueries:
             for r in reps[:limit]
         ]
         return candles, repairs, len(rows) > limit or len(reps) > limit
+
+    # --- continuity -------------------------------------------------------------------------
+    def continuity(
+        self, st: Stream, start_ms: int | None, end_ms: int | None, now_ms: int, max_ranges: int
+    ) -> ContinuityReport:
+        """``streams.continuity.scan`` over ``[start_ms, end_ms)`` (None: the stored edge), one query.
+
+        ScanRangeError (a window that cannot be scanned) passes through for the route to answer 422."""
+        t0 = time.perf_counter()
+        with self.pool.client() as client:
+            try:
+                report = scan(client, st.symbol, st.interval, days=None, start_ms=start_ms, end_ms=end_ms,
+                              now_ms=now_ms, max_ranges=max_ranges)  # fmt: skip
+            except ScanRangeError:
+                raise
+            except ContinuityError as exc:
+                raise _unavailable("continuity", exc) from exc
+        logger.debug("query=continuity key=%s ms=%.1f", st.key, (time.perf_counter() - t0) * 1000)
+        return report
 
     # --- gaps -------------------------------------------------------------------------------
     def _lifecycles(self, what: str, symbols: list[str], intervals: list[str],

@@ -303,7 +303,28 @@ def scan_command(
     interval: Annotated[
         str | None, typer.Option(help="one interval (default: every ingested and resampled interval)")
     ] = None,
-    days: Annotated[float, typer.Option(min=0.001, help="window: the last DAYS, ending now")] = 365,
+    days: Annotated[
+        float | None, typer.Option(min=0.001, help="window: the last DAYS, ending now  [default: 365]")
+    ] = None,
+    start: Annotated[
+        str | None,
+        typer.Option(
+            "--from",
+            help="window start: epoch ms or ISO UTC (2021-03-01, 2021-03-01T12:00); bars from it on are "
+            "expected. Without --to: up to the last stored bar",
+        ),
+    ] = None,
+    end: Annotated[
+        str | None,
+        typer.Option(
+            "--to",
+            help="window end, exclusive (bars opening before it), same forms. Without --from: from the "
+            "first stored bar",
+        ),
+    ] = None,
+    whole: Annotated[
+        bool, typer.Option("--all", help="the whole stored span of each stream: first to last stored bar")
+    ] = False,
     json_path: Annotated[
         Path | None, typer.Option("--json", help="write the reports as a JSON list to this file")
     ] = None,
@@ -314,10 +335,15 @@ def scan_command(
 ) -> None:
     """Continuity of the stored candles: expected and present bars, completeness, missing ranges.
 
-    The span runs from the first to the last stored bar in the window; holes outside it are not counted.
+    One window for every stream: --days (default 365, ending now), --from/--to, or --all. With
+    --days and --all the span runs from the first to the last stored bar in the window, and holes
+    outside it are not counted; a given --from (--to) counts the hole from (to) that bound.
+    The output names each stream's scanned span (first and last expected bar, UTC).
 
     Computed in ClickHouse. Only --queue-missing writes (gap segments for the gap orchestrator).
     """
+    import time
+
     from rich import box
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
@@ -326,10 +352,35 @@ def scan_command(
     from ohlcv.errors import ConfigError
     from ohlcv.infra.clickhouse import make_client, migrate
     from schemas.intervals import BINANCE_INTERVALS
-    from streams.continuity import ContinuityReport, QueueResult, queue_missing, scan
+    from streams.continuity import (
+        ContinuityReport,
+        QueueResult,
+        ScanRangeError,
+        iso_ms,
+        parse_time_ms,
+        queue_missing,
+        scan,
+        scan_window,
+    )
 
     if verbose:
         _setup_logging(verbose)
+    given = [name for name, on in (("--days", days is not None), ("--from/--to", start or end),
+                                   ("--all", whole)) if on]  # fmt: skip
+    if len(given) > 1:
+        raise ConfigError(f"{' and '.join(given)} are mutually exclusive: choose one window")
+    bounds: dict[str, int | None] = {"from": None, "to": None}
+    for name, text in (("from", start), ("to", end)):
+        if text is not None:
+            try:
+                bounds[name] = parse_time_ms(text)
+            except ValueError as exc:
+                raise ConfigError(f"--{name}: {exc}") from exc
+    start_ms, end_ms = bounds["from"], bounds["to"]
+    if start_ms is not None and end_ms is not None and start_ms >= end_ms:
+        raise ConfigError(
+            f"--from {iso_ms(start_ms)} is not before --to {iso_ms(end_ms)}: the window would be empty"
+        )
     settings = _settings()
     if interval is not None and interval not in BINANCE_INTERVALS:
         raise ConfigError(
@@ -338,6 +389,21 @@ def scan_command(
     symbols = [symbol.upper()] if symbol else list(settings.symbols)
     intervals = [interval] if interval else settings.all_intervals
     streams = [(s, i) for s in symbols for i in intervals]
+    window_days = None if whole else (365 if days is None else days)
+    now = int(time.time() * 1000)
+    for i in intervals:  # every window is checked before anything is scanned
+        try:
+            scan_window(i, days=window_days, start_ms=start_ms, end_ms=end_ms, now_ms=now)
+        except ScanRangeError as exc:
+            raise ConfigError(f"--{exc.field} {exc.reason}") from exc
+    if whole:
+        title = "continuity, whole stored span"
+    elif start_ms is None and end_ms is None:
+        title = f"continuity, last {window_days:g} days"
+    else:
+        lo = "the first stored bar" if start_ms is None else iso_ms(start_ms)
+        hi = "the last stored bar" if end_ms is None else f"{iso_ms(end_ms)} (exclusive)"
+        title = f"continuity, from {lo} to {hi}"
     client = make_client(settings.clickhouse_dsn)
     reports: list[tuple[ContinuityReport, QueueResult | None]] = []
     try:
@@ -350,12 +416,12 @@ def scan_command(
             task = progress.add_task("scan", total=len(streams))
             for s, i in streams:
                 progress.update(task, description=f"scan {s} {i}")
-                report = scan(client, s, i, days=days)
-                reports.append((report, queue_missing(client, report) if queue else None))
+                report = scan(client, s, i, days=window_days, start_ms=start_ms, end_ms=end_ms, now_ms=now)
+                reports.append((report, queue_missing(client, report, now_ms=now) if queue else None))
                 progress.advance(task)
     finally:
         client.close()
-    table = Table(title=f"continuity, last {days:g} days", box=box.SIMPLE_HEAD, pad_edge=False, padding=0)
+    table = Table(title=title, box=box.SIMPLE_HEAD, pad_edge=False, padding=0)
     for col in ("symbol", "iv", "expected", "present", "complete", "gaps", "missing", "max gap"):
         table.add_column(col, justify="left" if col in ("symbol", "iv") else "right", no_wrap=True)
     if queue:
@@ -371,6 +437,17 @@ def scan_command(
             cells.append(f"{len(queued.opened) + len(queued.merged):,}")
         table.add_row(*cells)
     Console().print(table)
+    # the span each stream's figures cover, one plain line each (never cut by the terminal's width)
+    for report, _ in reports:
+        a, b = report.span_from_ms, report.span_to_ms
+        span = (
+            "nothing expected (no stored bar in the window)"
+            if a is None or b is None
+            else f"{iso_ms(a)} .. {iso_ms(b)}  {report.expected_bars:,} bars expected"
+        )
+        typer.echo(f"span {report.symbol} {report.interval}  {span}")
+    if days is None and not (whole or start or end) and all(r.span_from_ms is None for r, _ in reports):
+        typer.echo("hint: no stored bar in the last 365 days; --all scans the whole stored span", err=True)
     if json_path is not None:
         json_path.write_text(json.dumps([r.to_json() for r, _ in reports], indent=2))
         typer.echo(f"wrote {len(reports)} report(s) to {json_path}")

@@ -34,11 +34,6 @@ DEMO_SYMBOLS = ["XRPUSDT", "LINKUSDT", "AVAXUSDT", "NEARUSDT"]
 LIVE_MS = 86_400_000  # the last day of the dump is the "live" market
 
 
-def days_reaching(first_ms: int, now_ms: int) -> int:
-    """The scan window (whole days ending at ``now_ms``) that holds ``first_ms``, one day spare."""
-    return (now_ms - first_ms) // 86_400_000 + 2
-
-
 def start_fake_binance_rest(services: object) -> None:
     """No internet here: the orchestrator repairs from a local fake Binance REST that serves the
     bundled sample with Binance's real protocol. Its URLs replace the configured ones."""
@@ -50,12 +45,9 @@ def start_fake_binance_rest(services: object) -> None:
     fake = FakeBinance(datasets, playback=Playback(autostart=False))
     urls = fake.start()
     stack = services.stack
-    # the sample is years old: the longest scan window reaches back to its first candle, so the
+    # the sample is years old: the window "all" (the whole stored span) is the longest, so the
     # scheduled scan sees (and queues) the dump's real exchange outages
-    oldest = min(series.open_times[0] for series in datasets if len(series))
-    windows = sorted(
-        {*stack.settings.continuity_windows_days, days_reaching(oldest, int(time.time() * 1000))}
-    )
+    windows = [*stack.settings.continuity_windows_days, "all"]
     stack.settings = stack.settings.model_copy(
         update={"binance_spot_rest_url": urls.spot_rest, "binance_usdm_rest_url": urls.usdm_rest,
                 "continuity_queue_missing": True, "continuity_scan_interval_s": 10.0,

@@ -19,6 +19,9 @@ from schemas.intervals import BINANCE_INTERVALS, interval_ms
 
 CSV = Annotated[list[str], NoDecode]
 _SYMBOL = re.compile(r"^[A-Z0-9]{2,30}$")
+#: a scheduled scan window: whole days ending now, or ``"all"`` (the whole stored span)
+ScanWindowDays = int | Literal["all"]
+DEFAULT_WINDOWS: tuple[ScanWindowDays, ...] = (1, 30, 365)
 
 
 def _split(v: Any) -> Any:
@@ -60,10 +63,11 @@ class Settings(BaseSettings):
     backfill_concurrency: int = Field(default=4, ge=1, le=64)
     backfill_poll_interval_s: float = Field(default=1.0, gt=0)
     continuity_scan_interval_s: float = Field(default=300.0, gt=0)
-    continuity_windows_days: Annotated[list[int], NoDecode] = Field(
-        default_factory=lambda: [1, 30, 365],
-        description="CONTINUITY_WINDOWS_DAYS: the windows (days ending now) each scheduled scan "
-        "covers; the longest one's holes are queued when CONTINUITY_QUEUE_MISSING is on",
+    continuity_windows_days: Annotated[list[ScanWindowDays], NoDecode] = Field(
+        default_factory=lambda: list(DEFAULT_WINDOWS),
+        description="CONTINUITY_WINDOWS_DAYS: the windows (whole days ending now, or `all`: from "
+        "the first to the last stored bar) each scheduled scan covers; the longest one's holes "
+        "(`all` is the longest) are queued when CONTINUITY_QUEUE_MISSING is on",
     )
     continuity_queue_missing: bool = Field(default=False, description="scans open segments for holes")
 
@@ -94,11 +98,17 @@ class Settings(BaseSettings):
     def _days(cls, v: Any) -> Any:
         days = _split(v)
         if isinstance(days, list):
+            windows: list[ScanWindowDays] = []
             for d in days:
-                if not (isinstance(d, int) or (isinstance(d, str) and d.isdigit())) or int(d) < 1:
-                    raise ValueError(f"{d!r} is not a whole number of days >= 1")
-            if not days:
-                raise ValueError("at least one window is required, e.g. 1,30,365")
+                if isinstance(d, str) and d.strip().lower() == "all":
+                    windows.append("all")
+                elif (isinstance(d, int) or (isinstance(d, str) and d.isdigit())) and int(d) >= 1:
+                    windows.append(int(d))
+                else:
+                    raise ValueError(f"{d!r} is neither a whole number of days >= 1 nor 'all'")
+            if not windows:
+                raise ValueError("at least one window is required, e.g. 1,30,365 or 1,30,all")
+            return windows
         return days
 
     @model_validator(mode="after")

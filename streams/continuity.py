@@ -11,18 +11,25 @@ Existence, not content: any closed row at an open time means the bar is present,
 needed. Rows that ReplacingMergeTree has not merged yet (an import and a websocket close of the
 same bar) sit next to each other in ``open_time`` order with distance 0 and are counted once.
 
-The window. ``days`` (default 365) ending now, or explicit ``start_ms``/``end_ms`` (``[start,
-end)``). Only bars that have closed by ``now`` are expected; open times are aligned to the
-interval (Binance's alignment, weeks on Monday).
+The window (``scan_window``): ``days`` (default 365) ending now, ``days=None`` for the whole
+stored span, or explicit bounds ``start_ms``/``end_ms`` (``[start, end)``: bars opening at or
+after start and before end). Only bars that have closed by ``now`` are expected; open times are
+aligned to the interval (Binance's alignment, weeks on Monday). Each edge of the scanned span is
+either given or stored:
 
-- **Implicit** (``days``): the expected span runs from the first to the last stored bar inside
-  the window; holes before the first and after the last bar are not counted. A stream that
-  starts mid-window or lags a little is not reported as broken; the live topology reports those
-  holes itself when the next candle arrives.
-- **Explicit** (``start_ms`` and/or ``end_ms`` given): every aligned bar of the window is
-  expected, so the leading hole (window start to the first stored bar) and the trailing hole
-  (last stored bar to the window end, or to now) are reported as missing ranges too; an empty
-  window is one hole.
+- **Stored edge** (``days``, ``days=None``, or a bound not given): the span starts at the first
+  (ends at the last) stored bar inside the window; holes before the first and after the last bar
+  are not counted. A stream that starts mid-window or lags a little is not reported as broken;
+  the live topology reports those holes itself when the next candle arrives. ``days=None`` with
+  no bounds is the whole stored span, first to last stored closed bar.
+- **Given edge** (``start_ms`` and/or ``end_ms``): every aligned bar from that bound is
+  expected, so the leading hole (start to the first stored bar) or the trailing hole (last stored
+  bar to end, or to now) is reported as a missing range too; a window with both bounds given and
+  no stored bar is one hole. A given start may not open more than ``MAX_SCAN_BARS`` bars before
+  the span's end (a start in 1970 would otherwise queue a 56-year hole): ``ScanRangeError``.
+
+The report says which span it covers: ``span_from_ms``/``span_to_ms``, the open times of the
+first and last expected bar (None when nothing was expected).
 
 ``queue_missing(client, report)`` turns a report's missing ranges into ``gap_segments`` rows
 (state ``open``) for the gap orchestrator, without duplicating what a segment already answers
@@ -38,7 +45,8 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from datetime import UTC, datetime
+from typing import Any, Literal
 
 from clickhouse_connect.driver.client import Client
 from prometheus_client import Gauge
@@ -49,8 +57,16 @@ from schemas.intervals import bucket_start, interval_ms
 logger = logging.getLogger(__name__)
 
 DAY_MS = 86_400_000
+#: a window of the scheduler: whole days ending now, or ``"all"``, the whole stored span
+Window = int | Literal["all"]
 #: the windows the scheduler keeps gauges for, in days
-DEFAULT_WINDOWS_DAYS: tuple[int, ...] = (1, 30, 365)
+DEFAULT_WINDOWS_DAYS: tuple[Window, ...] = (1, 30, 365)
+#: the most bars a scan with a given start expects: 20 years of 1m
+MAX_SCAN_BARS = 20 * 365 * 1440
+#: the last millisecond ClickHouse DateTime64(3) holds (2299-12-31T23:59:59.999Z)
+MAX_TIME_MS = 10_413_791_999_999
+#: epoch values below this are taken for seconds, not ms (1973-03-03 in ms)
+_MIN_PLAUSIBLE_MS = 100_000_000_000
 #: effective segment states that still wait for a repair (exchange_gap is final, not waiting)
 WAITING_STATES: tuple[str, ...] = ("open", "repairing", "failed")
 
@@ -108,8 +124,102 @@ class ContinuityError(OhlcvError):
     """A continuity scan or a queueing write failed; the message names the stream and table."""
 
 
+class ScanRangeError(ContinuityError):
+    """A scan window that cannot be scanned; ``field`` (``from`` or ``to``) names the bound at fault.
+
+    The message leaves the field out, so the CLI can say ``--from`` and the API ``from``."""
+
+    def __init__(self, field: Literal["from", "to"], reason: str):
+        super().__init__(f"{field}: {reason}")
+        self.field = field
+        self.reason = reason
+
+
 def _now_ms() -> int:
     return int(time.time() * 1000)
+
+
+def iso_ms(ms: int) -> str:
+    """``ms`` since epoch as UTC ISO 8601 to the second (``2021-04-02T00:00:00Z``)."""
+    return datetime.fromtimestamp(ms / 1000, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def parse_time_ms(text: str) -> int:
+    """Epoch ms (``1617321600000``) or an ISO 8601 date/time (``2021-03-01``, ``2021-03-01T12:00``,
+    with ``Z`` or an offset; none means UTC) as ms since epoch. ValueError says what is wrong."""
+    value = text.strip()
+    if value.isdigit():
+        ms = int(value)
+        if ms < _MIN_PLAUSIBLE_MS:
+            raise ValueError(
+                f"{value!r} is before 1973 as epoch ms; epoch seconds? give milliseconds ({ms * 1000})"
+            )
+    else:
+        try:
+            moment = datetime.fromisoformat(value)
+        except ValueError:
+            raise ValueError(
+                f"{value!r} is neither epoch ms nor an ISO date/time like 2021-03-01 or 2021-03-01T12:00"
+            ) from None
+        if moment.tzinfo is None:
+            moment = moment.replace(tzinfo=UTC)
+        ms = int(moment.timestamp() * 1000)
+        if ms < 0:
+            raise ValueError(f"{value!r} is before 1970-01-01")
+    if ms > MAX_TIME_MS:
+        raise ValueError(f"{value!r} is after 2299-12-31, the last time ClickHouse stores")
+    return ms
+
+
+@dataclass(frozen=True, slots=True)
+class ScanWindow:
+    """Which stored bars a scan reads (``lo`` .. ``hi``, aligned open times, inclusive) and which
+    edges are given (their holes count) rather than stored; see the module docstring."""
+
+    interval: str
+    lo: int
+    hi: int
+    #: the window as asked, ``[start_ms, end_ms)``; None: that edge is the stored one, unlimited
+    start_ms: int | None
+    end_ms: int | None
+    start_given: bool
+    end_given: bool
+
+
+def scan_window(
+    interval: str,
+    *,
+    days: float | None = 365,
+    start_ms: int | None = None,
+    end_ms: int | None = None,
+    now_ms: int | None = None,
+) -> ScanWindow:
+    """The window of a scan; ScanRangeError when start is not before end or opens more than
+    ``MAX_SCAN_BARS`` bars before the span's end. ``days`` counts only without bounds."""
+    step = interval_ms(interval)
+    now = _now_ms() if now_ms is None else now_ms
+    if start_ms is not None and end_ms is not None and start_ms >= end_ms:
+        raise ScanRangeError(
+            "from", f"{iso_ms(start_ms)} is not before to ({iso_ms(end_ms)}): the window would be empty"
+        )
+    start, end = start_ms, end_ms
+    if start_ms is None and end_ms is None and days is not None:
+        start, end = max(0, now - int(days * DAY_MS)), now
+    lo = bucket_start((start or 0) + step - 1, interval)  # first aligned open time >= start
+    top = now if end is None else min(end, now)
+    hi = bucket_start(min(top - 1, now - step), interval)  # last bar opening before end, closed by now
+    if start_ms is not None and (hi - lo) // step + 1 > MAX_SCAN_BARS:
+        until = "to" if end_ms is not None and end_ms <= now else "now"
+        raise ScanRangeError(
+            "from",
+            f"{iso_ms(start_ms)} .. {until} is {(hi - lo) // step + 1:,} bars of {interval}, more than "
+            f"the {MAX_SCAN_BARS:,} (20 years of 1m) one scan covers; start later, or give no start "
+            "to begin at the first stored bar",
+        )
+    return ScanWindow(
+        interval=interval, lo=lo, hi=hi, start_ms=start, end_ms=end,
+        start_given=start_ms is not None, end_given=end_ms is not None,
+    )  # fmt: skip
 
 
 @dataclass(frozen=True, slots=True)
@@ -134,11 +244,13 @@ class ContinuityReport:
 
     symbol: str
     interval: str
-    #: the window asked for, ``[window_start_ms, window_end_ms)``
-    window_start_ms: int
-    window_end_ms: int
-    #: explicit window: leading and trailing holes are counted
-    bounded: bool
+    #: the window asked for, ``[window_start_ms, window_end_ms)``; None: that edge is the stored
+    #: one (``days=None``, or a bound not given)
+    window_start_ms: int | None
+    window_end_ms: int | None
+    #: the leading (trailing) hole is counted: the start (end) was given
+    start_given: bool
+    end_given: bool
     expected_bars: int
     present_bars: int
     #: every missing range (up to ``max_ranges``), ascending
@@ -147,9 +259,18 @@ class ContinuityReport:
     gap_count: int
     missing_bars: int
     largest_gap_bars: int
+    #: first and last stored closed bar in the window
     first_open_time: int | None
     last_open_time: int | None
+    #: the scanned span: open times of the first and last expected bar (None: nothing expected)
+    span_from_ms: int | None = None
+    span_to_ms: int | None = None
     elapsed_ms: float = 0.0
+
+    @property
+    def bounded(self) -> bool:
+        """A bound was given: its edge's hole counts."""
+        return self.start_given or self.end_given
 
     @property
     def completeness_ratio(self) -> float | None:
@@ -158,10 +279,29 @@ class ContinuityReport:
 
     @property
     def scanned_days(self) -> float:
-        return (self.window_end_ms - self.window_start_ms) / DAY_MS
+        """The window's length in days; with a stored edge, the scanned span's (0 when empty)."""
+        if self.window_start_ms is not None and self.window_end_ms is not None:
+            return (self.window_end_ms - self.window_start_ms) / DAY_MS
+        if self.span_from_ms is None or self.span_to_ms is None:
+            return 0.0
+        return (self.span_to_ms + interval_ms(self.interval) - self.span_from_ms) / DAY_MS
+
+    def span_json(self) -> dict[str, Any]:
+        """The scanned span: first and last expected bar (ms and UTC ISO) and how many were expected."""
+        a, b = self.span_from_ms, self.span_to_ms
+        return {
+            "from_open_time": a,
+            "to_open_time": b,
+            "from_iso": None if a is None else iso_ms(a),
+            "to_iso": None if b is None else iso_ms(b),
+            "from_given": self.start_given,
+            "to_given": self.end_given,
+            "expected_bars": self.expected_bars,
+        }
 
     def to_json(self) -> dict[str, Any]:
-        """The original scanner's output shape (``scripts/jobs/continuity_scan.py --json``)."""
+        """The original scanner's output shape (``scripts/jobs/continuity_scan.py --json``), plus
+        ``missing_bars`` and the scanned ``span``."""
         days = self.scanned_days
         return {
             "symbol": self.symbol,
@@ -172,7 +312,9 @@ class ContinuityReport:
             "completeness_ratio": self.completeness_ratio,
             "expected_bars": self.expected_bars,
             "present_bars": self.present_bars,
+            "missing_bars": self.missing_bars,
             "largest_gap_bars": self.largest_gap_bars,
+            "span": self.span_json(),
         }
 
 
@@ -185,25 +327,24 @@ def scan(
     symbol: str,
     interval: str,
     *,
-    days: float = 365,
+    days: float | None = 365,
     start_ms: int | None = None,
     end_ms: int | None = None,
     now_ms: int | None = None,
     max_ranges: int | None = None,
 ) -> ContinuityReport:
-    """Continuity of ``symbol``/``interval`` over ``days`` ending now, or over ``[start_ms, end_ms)``.
+    """Continuity of ``symbol``/``interval`` over ``days`` ending now (None: the whole stored
+    span), or over ``[start_ms, end_ms)`` (a bound not given: the stored edge).
 
     ``now_ms`` is the clock (default: the wall clock) that decides which bars have closed and where
     an implicit window ends. ``max_ranges`` caps the list of missing ranges (the counts stay exact).
-    Raises ContinuityError when ClickHouse refuses the query.
+    Raises ScanRangeError for a window that cannot be scanned (``scan_window``), ContinuityError
+    when ClickHouse refuses the query.
     """
     step = interval_ms(interval)
     now = _now_ms() if now_ms is None else now_ms
-    bounded = start_ms is not None or end_ms is not None
-    end = now if end_ms is None else end_ms
-    start = end - int(days * DAY_MS) if start_ms is None else start_ms
-    lo = bucket_start(start + step - 1, interval)  # first aligned open time >= start
-    hi = bucket_start(min(end - 1, now - step), interval)  # last bar opening before end, closed by now
+    w = scan_window(interval, days=days, start_ms=start_ms, end_ms=end_ms, now_ms=now)
+    lo, hi = w.lo, w.hi
     started = time.perf_counter()
     if hi < lo:
         row: Sequence[Any] = (0, 0, 0, 0, 0, 0, [])
@@ -230,33 +371,38 @@ def scan(
     gap_count, missing_bars, largest_gap = int(gaps), int(missing), int(largest)
     first_t = int(first) if present else None
     last_t = int(last) if present else None
-    if bounded:
-        expected = (hi - lo) // step + 1 if hi >= lo else 0
-        leading: list[MissingRange] = []
-        trailing: list[MissingRange] = []
-        if first_t is None or last_t is None:
-            leading = [_range(lo, hi, step)] if hi >= lo else []
-        else:
-            if first_t > lo:
-                leading = [_range(lo, first_t - step, step)]
-            if last_t < hi:
-                trailing = [_range(last_t + step, hi, step)]
-        edges = leading + trailing
-        gap_count += len(edges)
-        missing_bars += sum(m.missing_bars for m in edges)
-        largest_gap = max([largest_gap, *(m.missing_bars for m in edges)])
-        ranges = leading + interior + trailing
-        if max_ranges is not None:
-            ranges = ranges[:max_ranges]
+    # the span: a given edge is the window's bound, a stored edge the first/last stored bar
+    span_from = lo if w.start_given else first_t
+    span_to = hi if w.end_given else last_t
+    if span_from is None or span_to is None or span_to < span_from:
+        span_from = span_to = None
+        expected = 0
     else:
-        expected = (last_t - first_t) // step + 1 if first_t is not None and last_t is not None else 0
-        ranges = interior
+        expected = (span_to - span_from) // step + 1
+    leading: list[MissingRange] = []
+    trailing: list[MissingRange] = []
+    if span_from is not None and span_to is not None:
+        if first_t is None or last_t is None:
+            leading = [_range(span_from, span_to, step)]
+        else:
+            if first_t > span_from:
+                leading = [_range(span_from, first_t - step, step)]
+            if last_t < span_to:
+                trailing = [_range(last_t + step, span_to, step)]
+    edges = leading + trailing
+    gap_count += len(edges)
+    missing_bars += sum(m.missing_bars for m in edges)
+    largest_gap = max([largest_gap, *(m.missing_bars for m in edges)])
+    ranges = leading + interior + trailing
+    if max_ranges is not None:
+        ranges = ranges[:max_ranges]
     report = ContinuityReport(
         symbol=symbol,
         interval=interval,
-        window_start_ms=start,
-        window_end_ms=end,
-        bounded=bounded,
+        window_start_ms=w.start_ms,
+        window_end_ms=w.end_ms,
+        start_given=w.start_given,
+        end_given=w.end_given,
         expected_bars=expected,
         present_bars=present,
         missing=tuple(ranges),
@@ -265,11 +411,13 @@ def scan(
         largest_gap_bars=largest_gap,
         first_open_time=first_t,
         last_open_time=last_t,
+        span_from_ms=span_from,
+        span_to_ms=span_to,
         elapsed_ms=(time.perf_counter() - started) * 1000,
     )
     logger.debug(
-        "continuity scan key=%s:%s days=%.2f bounded=%s expected=%d present=%d gaps=%d missing=%d ms=%.1f",
-        symbol, interval, report.scanned_days, bounded, expected, present, gap_count, missing_bars,
+        "continuity scan key=%s:%s from=%s to=%s expected=%d present=%d gaps=%d missing=%d ms=%.1f",
+        symbol, interval, span_from, span_to, expected, present, gap_count, missing_bars,
         report.elapsed_ms,
     )  # fmt: skip
     return report
@@ -461,10 +609,11 @@ class ContinuityScheduler(threading.Thread):
     """Scans every stream over each window every ``every_s`` seconds and updates the gauges.
 
     A daemon thread; ``stop()`` (or setting ``stop_event``) ends it within one wait. The first
-    scan runs at once. With ``queue_missing`` the longest window's missing ranges are queued as
-    gap segments for the orchestrator (``queue_missing()``). A failed scan is logged and retried
-    at the next tick: the gauges keep their last values meanwhile. ``client`` is used by this
-    thread only.
+    scan runs at once. A window is whole days ending now (gauge label ``{days}d``) or ``"all"``,
+    the whole stored span (label ``all``, the longest). With ``queue_missing`` the longest
+    window's missing ranges are queued as gap segments for the orchestrator (``queue_missing()``).
+    A failed scan is logged and retried at the next tick: the gauges keep their last values
+    meanwhile. ``client`` is used by this thread only.
     """
 
     def __init__(
@@ -473,7 +622,7 @@ class ContinuityScheduler(threading.Thread):
         streams: Sequence[tuple[str, str]],
         *,
         every_s: float = 300.0,
-        windows_days: Sequence[int] = DEFAULT_WINDOWS_DAYS,
+        windows_days: Sequence[Window] = DEFAULT_WINDOWS_DAYS,
         queue_missing: bool = False,
         stop_event: threading.Event | None = None,
         clock_ms: Callable[[], int] = _now_ms,
@@ -484,7 +633,13 @@ class ContinuityScheduler(threading.Thread):
         self.client = client
         self.streams = list(streams)
         self.every_s = every_s
-        self.windows_days = tuple(windows_days)
+        for w in windows_days:
+            if w != "all" and (not isinstance(w, int) or w < 1):
+                raise ValueError(f"a window is a whole number of days >= 1 or 'all', got {w!r}")
+        # shortest first, "all" last: the longest window's holes are the ones queued
+        self.windows_days: tuple[Window, ...] = tuple(
+            sorted(set(windows_days), key=lambda w: float("inf") if w == "all" else w)
+        )
         self.queue = queue_missing
         self.stop_event = stop_event or threading.Event()
         self.clock_ms = clock_ms
@@ -496,9 +651,10 @@ class ContinuityScheduler(threading.Thread):
         now = self.clock_ms()
         reports: list[ContinuityReport] = []
         for symbol, interval in self.streams:
-            for days in sorted(self.windows_days):
+            for window in self.windows_days:
+                days = None if window == "all" else window
                 report = scan(self.client, symbol, interval, days=days, now_ms=now)
-                update_gauges(report, f"{days}d")
+                update_gauges(report, "all" if days is None else f"{days}d")
                 reports.append(report)
             if self.queue and reports:
                 queue_missing(self.client, reports[-1], now_ms=now)

@@ -1,5 +1,6 @@
 """REST candle routes under ``/api/ohlcv`` (API key required): recent, meta, history, delta,
-gaps/status. Thin: validation in the signature, reads in ``api.queries``."""
+continuity, gaps/status. Thin: validation in the signature and ``api.deps``, reads in
+``api.queries``."""
 
 from __future__ import annotations
 
@@ -7,9 +8,10 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, HTTPException, Query, Response
 
-from api.deps import ApiKeyDep, BooksDep, QueriesDep, ReadsDep, StreamDep
+from api.deps import ApiKeyDep, BooksDep, QueriesDep, ReadsDep, ScanRangeDep, StreamDep
 from api.metrics import DELTA_REQUESTS
 from api.models import (
+    ContinuityResponse,
     DeltaResponse,
     ErrorResponse,
     GapState,
@@ -22,6 +24,8 @@ from api.recent_book import RECENT_SERVED
 
 MAX_LIMIT = 1000
 MAX_DELTA_LIMIT = 5000
+MAX_GAPS_LIMIT = 10_000
+DEFAULT_SAMPLE_FOR_GAP = 2000
 #: the last millisecond ClickHouse DateTime64(3) holds (2299-12-31T23:59:59.999Z)
 MAX_TIME_MS = 10_413_791_999_999
 
@@ -71,34 +75,82 @@ async def recent(
     )
 
 
-@router.get("/meta", response_model=MetaResponse)
+@router.get(
+    "/meta",
+    response_model=MetaResponse,
+    responses={400: {"model": ErrorResponse, "description": "sample_for_gap together with from/to"}},
+)
 def meta(
     st: StreamDep,
     queries: QueriesDep,
+    scan_range: ScanRangeDep,
     sample_for_gap: Annotated[
-        int, Query(ge=1, le=1_000_000, description="how many of the newest closed candles to sample")
-    ] = 2000,
+        int | None,
+        Query(
+            ge=1,
+            le=1_000_000,
+            description=f"how many of the newest closed candles to sample "
+            f"(default {DEFAULT_SAMPLE_FOR_GAP}); not with from/to",
+        ),
+    ] = None,
 ) -> MetaResponse:
-    """Span and count of the stored closed candles; completeness and the largest gap over the sample.
+    """Span and count of the stored closed candles; completeness and the largest gap over the
+    sample, or over from/to (either may be absent: the stored edge; see ``/continuity``).
 
-    ``completeness_percent`` keeps the original name but is a ratio in [0, 1]: sampled candles
-    divided by the bar slots between the oldest and the newest sampled candle (null without
-    data). ``largest_gap_bars`` is the longest run of missing bars inside the sample.
+    ``completeness_percent`` keeps the original name but is a ratio in [0, 1]: candles divided by
+    the bar slots of ``completeness_span`` (null without data): the oldest to the newest sampled
+    candle, or the from/to range, whose holes at a given bound count. ``largest_gap_bars`` is the
+    longest run of missing bars inside it.
     """
-    m = queries.meta(st, sample_for_gap)
-    return MetaResponse(
-        symbol=st.symbol,
-        interval=st.interval,
-        earliest_open_time=m["earliest_open_time"],
-        latest_open_time=m["latest_open_time"],
-        count=m["count"],
-        sample_for_gap=sample_for_gap,
-        sample_bars=m["sample_bars"],
-        expected_bars=m["expected_bars"],
-        completeness_percent=m["completeness"],
-        completeness_ratio=m["completeness"],
-        largest_gap_bars=m["largest_gap_bars"],
-    )
+    if scan_range.given and sample_for_gap is not None:
+        raise HTTPException(400, "sample_for_gap and from/to are mutually exclusive: pass one of them")
+    m = queries.meta(st, sample_for_gap or DEFAULT_SAMPLE_FOR_GAP)
+    body = {
+        "symbol": st.symbol, "interval": st.interval, "earliest_open_time": m["earliest_open_time"],
+        "latest_open_time": m["latest_open_time"], "count": m["count"],
+    }  # fmt: skip
+    if not scan_range.given:
+        return MetaResponse.model_validate({
+            **body, "sample_for_gap": sample_for_gap or DEFAULT_SAMPLE_FOR_GAP,
+            "sample_bars": m["sample_bars"],
+            "expected_bars": m["expected_bars"], "completeness_percent": m["completeness"],
+            "completeness_ratio": m["completeness"], "largest_gap_bars": m["largest_gap_bars"],
+            "completeness_span": m["span"],
+        })  # fmt: skip
+    r = queries.continuity(st, scan_range.start_ms, scan_range.end_ms, scan_range.now_ms, max_ranges=0)
+    return MetaResponse.model_validate({
+        **body, "sample_for_gap": None, "sample_bars": r.present_bars,
+        "expected_bars": r.expected_bars if r.expected_bars else None,
+        "completeness_percent": r.completeness_ratio, "completeness_ratio": r.completeness_ratio,
+        "largest_gap_bars": r.largest_gap_bars, "completeness_span": r.span_json(),
+    })  # fmt: skip
+
+
+@router.get("/continuity", response_model=ContinuityResponse)
+def continuity(
+    st: StreamDep,
+    queries: QueriesDep,
+    scan_range: ScanRangeDep,
+    limit: Annotated[
+        int, Query(ge=1, le=MAX_GAPS_LIMIT, description="most missing ranges listed (gap_count counts all)")
+    ] = 1000,
+) -> ContinuityResponse:
+    """Continuity of the stored closed candles over from/to (both optional; absent: the whole
+    stored span, first to last stored candle), computed in one ClickHouse query.
+
+    A given ``from`` (``to``) counts the hole between it and the first (after the last) stored
+    candle; only bars closed by now are expected. ``from`` not before ``to``, or a ``from`` more
+    than 10,512,000 bars (20 years of 1m) back, is a 422 naming the parameter.
+    """
+    r = queries.continuity(st, scan_range.start_ms, scan_range.end_ms, scan_range.now_ms, max_ranges=limit)
+    return ContinuityResponse.model_validate({
+        "symbol": st.symbol, "interval": st.interval, "span": r.span_json(),
+        "expected_bars": r.expected_bars, "present_bars": r.present_bars, "missing_bars": r.missing_bars,
+        "completeness_ratio": r.completeness_ratio, "completeness_percent": r.completeness_ratio,
+        "gap_count": r.gap_count, "gaps": [m.to_json() for m in r.missing],
+        "gaps_truncated": r.gap_count > len(r.missing), "largest_gap_bars": r.largest_gap_bars,
+        "first_open_time": r.first_open_time, "last_open_time": r.last_open_time,
+    })  # fmt: skip
 
 
 @router.get(

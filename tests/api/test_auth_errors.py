@@ -22,6 +22,7 @@ PROTECTED = [
     ("/api/ohlcv/history", STREAM),
     ("/api/ohlcv/delta", {**STREAM, "since": 0}),
     ("/api/ohlcv/gaps/status", STREAM),
+    ("/api/ohlcv/continuity", STREAM),
     ("/health/extended", {}),
 ]
 
@@ -168,6 +169,7 @@ def test_openapi_describes_every_route_and_the_websocket_messages(client: TestCl
         "/api/ohlcv/history",
         "/api/ohlcv/delta",
         "/api/ohlcv/gaps/status",
+        "/api/ohlcv/continuity",
         "/health/extended",
         "/healthz",
         "/api/version",
@@ -177,6 +179,10 @@ def test_openapi_describes_every_route_and_the_websocket_messages(client: TestCl
     recent = paths["/api/ohlcv/recent"]["get"]
     assert set(recent["responses"]) >= {"200", "401", "403", "404", "422", "503"}
     assert recent["security"] == [{"APIKeyHeader": []}]
+    scan = paths["/api/ohlcv/continuity"]["get"]
+    assert set(scan["responses"]) >= {"200", "401", "403", "404", "422", "503"}
+    assert scan["security"] == [{"APIKeyHeader": []}]
+    assert {q["name"] for q in scan["parameters"]} == {"symbol", "interval", "from", "to", "limit"}
     schemas = spec["components"]["schemas"]
     assert {"CandleOut", "RecentResponse", "MetaResponse", "WsSnapshot", "CandleEvent", "Append"} <= set(
         schemas

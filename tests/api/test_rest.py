@@ -90,6 +90,21 @@ def test_meta_spans_counts_and_finds_the_open_gap(client: TestClient, dataset: D
     )
     assert 0 <= m["completeness_percent"] <= 1
     assert m["largest_gap_bars"] == len(OPEN_GAP)
+    span = m["completeness_span"]
+    assert (span["from_open_time"], span["to_open_time"], span["expected_bars"]) == (
+        dataset.closed[0].open_time,
+        dataset.closed[-1].open_time,
+        N_CANDLES,
+    )
+    # the same figures over a from/to range reaching past both ends: the edge holes count
+    first, last = dataset.closed[0].open_time, dataset.closed[-1].open_time
+    r = get(client, "/api/ohlcv/meta", **{"from": str(first - 5 * MIN), "to": str(last + MIN)})
+    assert (r["sample_for_gap"], r["sample_bars"], r["expected_bars"]) == (
+        None,
+        len(dataset.closed),
+        N_CANDLES + 5,
+    )
+    assert r["largest_gap_bars"] == len(OPEN_GAP)
 
 
 def test_meta_sample_after_the_gap_is_complete(client: TestClient) -> None:

@@ -104,6 +104,18 @@ def test_continuity_windows_are_whole_days(env: pytest.MonkeyPatch) -> None:
     assert load_settings().continuity_windows_days == [7, 90, 1825]
 
 
+def test_continuity_window_all_is_the_whole_stored_span(env: pytest.MonkeyPatch) -> None:
+    env.setenv("CONTINUITY_WINDOWS_DAYS", "1, 30,ALL")
+    assert load_settings().continuity_windows_days == [1, 30, "all"]
+    env.setenv("CONTINUITY_WINDOWS_DAYS", "all")
+    assert load_settings().continuity_windows_days == ["all"]
+    message = _error(env, CONTINUITY_WINDOWS_DAYS="1,al")
+    assert message == (
+        "invalid settings: CONTINUITY_WINDOWS_DAYS: 'al' is neither a whole number of days >= 1 "
+        "nor 'all' (got '1,al')"
+    )
+
+
 def test_invalid_interval_lists_what_binance_serves(env: pytest.MonkeyPatch) -> None:
     message = _error(env, INTERVALS="7m")
     assert "'7m'" in message

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 import time
@@ -21,9 +22,13 @@ from ohlcv.settings import Settings
 from sinks.clickhouse_bulk import load_files
 from streams.backfill import segment_lifecycle
 from streams.continuity import (
+    DAY_MS,
+    MAX_SCAN_BARS,
     ContinuityScheduler,
     MergedSegment,
     MissingRange,
+    ScanRangeError,
+    parse_time_ms,
     queue_missing,
     scan,
 )
@@ -86,7 +91,17 @@ def test_xrp_dump_reports_exactly_its_two_outages(xrp: Client) -> None:
         "completeness_ratio": XRP_PRESENT / XRP_EXPECTED,
         "expected_bars": XRP_EXPECTED,
         "present_bars": XRP_PRESENT,
+        "missing_bars": 433,
         "largest_gap_bars": 283,
+        "span": {
+            "from_open_time": XRP_FIRST,
+            "to_open_time": XRP_LAST,
+            "from_iso": "2021-04-02T00:00:00Z",
+            "to_iso": "2021-05-14T20:26:00Z",
+            "from_given": False,
+            "to_given": False,
+            "expected_bars": XRP_EXPECTED,
+        },
     }
 
 
@@ -132,6 +147,93 @@ def test_explicit_window_counts_leading_and_trailing_holes(xrp: Client) -> None:
     # the same window implicit (days, ending at that end) ignores the edges
     implicit = scan(xrp, "XRPUSDT", "1m", days=60, now_ms=XRP_LAST + 6 * MIN)
     assert implicit.missing == (OUT1, OUT2) and implicit.expected_bars == XRP_EXPECTED
+
+
+#: years after the dump: a stack holding the 2021 history today
+YEARS_LATER = XRP_NOW + 5 * 365 * DAY_MS
+
+
+def test_the_whole_stored_span_and_one_sided_windows(xrp: Client) -> None:
+    # years later, the last 365 days hold nothing; days=None is the whole stored span
+    assert scan(xrp, "XRPUSDT", "1m", now_ms=YEARS_LATER).expected_bars == 0
+    whole = scan(xrp, "XRPUSDT", "1m", days=None, now_ms=YEARS_LATER)
+    assert whole.missing == (OUT1, OUT2)
+    assert (whole.expected_bars, whole.present_bars) == (XRP_EXPECTED, XRP_PRESENT)
+    assert (whole.gap_count, whole.missing_bars, whole.largest_gap_bars) == (2, 433, 283)
+    assert (whole.span_from_ms, whole.span_to_ms, whole.bounded) == (XRP_FIRST, XRP_LAST, False)
+    assert (whole.window_start_ms, whole.window_end_ms) == (None, None)
+    assert whole.scanned_days == (XRP_LAST + MIN - XRP_FIRST) / DAY_MS
+    # a given start counts the leading hole; the end is the last stored bar
+    since = scan(xrp, "XRPUSDT", "1m", start_ms=XRP_FIRST - 7 * MIN, now_ms=YEARS_LATER)
+    assert since.missing == (MissingRange(XRP_FIRST - 7 * MIN, XRP_FIRST - MIN, 7), OUT1, OUT2)
+    assert (since.span_from_ms, since.span_to_ms) == (XRP_FIRST - 7 * MIN, XRP_LAST)
+    assert (since.expected_bars, since.missing_bars, since.start_given, since.end_given) == (
+        XRP_EXPECTED + 7, 440, True, False,
+    )  # fmt: skip
+    # a given end (exclusive) counts the trailing hole; the start is the first stored bar
+    until = scan(xrp, "XRPUSDT", "1m", end_ms=OUT1.from_open_time + 10 * MIN, now_ms=YEARS_LATER)
+    assert until.missing == (MissingRange(OUT1.from_open_time, OUT1.from_open_time + 9 * MIN, 10),)
+    assert (until.span_from_ms, until.span_to_ms) == (XRP_FIRST, OUT1.from_open_time + 9 * MIN)
+    assert until.expected_bars == (OUT1.from_open_time - XRP_FIRST) // MIN + 10
+    assert until.present_bars == (OUT1.from_open_time - XRP_FIRST) // MIN
+    # no stored bar and a stored edge: nothing was expected
+    empty = scan(xrp, "BTCUSDT", "1m", start_ms=XRP_FIRST, now_ms=YEARS_LATER)
+    assert (empty.expected_bars, empty.completeness_ratio, empty.span_from_ms, empty.missing) == (
+        0, None, None, (),
+    )  # fmt: skip
+
+
+def test_windows_that_cannot_be_scanned_name_the_bound(xrp: Client) -> None:
+    with pytest.raises(ScanRangeError) as after:
+        scan(xrp, "XRPUSDT", "1m", start_ms=XRP_LAST, end_ms=XRP_FIRST)
+    assert after.value.field == "from"
+    assert str(after.value) == (
+        "from: 2021-05-14T20:26:00Z is not before to (2021-04-02T00:00:00Z): the window would be empty"
+    )
+    with pytest.raises(ScanRangeError, match="is not before to"):
+        scan(xrp, "XRPUSDT", "1m", start_ms=XRP_FIRST, end_ms=XRP_FIRST)
+    # 1m from 1990 to now is more than 20 years of bars; 1d over the same range is not
+    start_1990 = parse_time_ms("1990-01-01")
+    with pytest.raises(ScanRangeError) as absurd:
+        scan(xrp, "XRPUSDT", "1m", start_ms=start_1990, now_ms=YEARS_LATER)
+    assert absurd.value.field == "from" and "more than the 10,512,000 (20 years of 1m)" in str(absurd.value)
+    assert MAX_SCAN_BARS == 10_512_000
+    daily = scan(xrp, "XRPUSDT", "1d", start_ms=start_1990, end_ms=YEARS_LATER, now_ms=YEARS_LATER)
+    assert daily.expected_bars == (YEARS_LATER - start_1990) // DAY_MS and daily.present_bars == 0
+    # a stored start is not limited: the span is what is stored
+    assert scan(xrp, "XRPUSDT", "1m", days=100_000, now_ms=YEARS_LATER).expected_bars == XRP_EXPECTED
+
+
+@pytest.mark.parametrize(
+    ("text", "ms"),
+    [
+        ("2021-04-02", XRP_FIRST),
+        ("2021-04-02T00:00", XRP_FIRST),
+        ("2021-05-14T20:26", XRP_LAST),
+        ("2021-05-14T22:26:00+02:00", XRP_LAST),
+        ("2021-05-14T20:26:00Z", XRP_LAST),
+        (" 1617321600000 ", XRP_FIRST),
+    ],
+)
+def test_times_are_epoch_ms_or_iso_utc(text: str, ms: int) -> None:
+    assert parse_time_ms(text) == ms
+
+
+@pytest.mark.parametrize(
+    ("text", "says"),
+    [
+        ("2021-13-01", "neither epoch ms nor an ISO date/time"),
+        ("yesterday", "neither epoch ms nor an ISO date/time"),
+        ("-5", "neither epoch ms nor an ISO date/time"),
+        ("1617321600", "epoch seconds? give milliseconds (1617321600000)"),
+        ("1969-12-31", "before 1970-01-01"),
+        ("2300-01-01", "after 2299-12-31"),
+        ("99999999999999999", "after 2299-12-31"),
+    ],
+)
+def test_bad_times_say_what_is_wrong(text: str, says: str) -> None:
+    with pytest.raises(ValueError, match=re.escape(says)):
+        parse_time_ms(text)
 
 
 def test_vision_months_are_complete(ch: Client) -> None:
@@ -230,6 +332,31 @@ def test_scheduler_keeps_the_gauges_current(xrp: Client) -> None:
     assert not queued.is_alive() and queued.cycles >= 2
     assert gauge("ohlcv_gap_open_segments", **labels) == 2
     assert [s[5] for s in segments(xrp)] == ["open", "open"]
+
+
+def test_scheduled_all_window_finds_and_queues_the_2021_outages_years_later(xrp: Client) -> None:
+    # the windows as the stack passes them (ohlcv.services): CONTINUITY_WINDOWS_DAYS, parsed
+    windows = Settings(_env_file=None, continuity_windows_days="all,365,1").continuity_windows_days  # type: ignore[call-arg]
+    scheduler = ContinuityScheduler(
+        xrp, [("XRPUSDT", "1m")], every_s=0.05, windows_days=windows, queue_missing=True,
+        clock_ms=lambda: YEARS_LATER,
+    )  # fmt: skip
+    assert scheduler.windows_days == (1, 365, "all")
+    reports = scheduler.scan_all()
+    assert [r.expected_bars for r in reports] == [0, 0, XRP_EXPECTED]  # 1d and 365d hold nothing now
+    assert reports[-1].missing == (OUT1, OUT2)
+    labels = {"symbol": "XRPUSDT", "interval": "1m"}
+    assert gauge("ohlcv_completeness_ratio", **labels, window="all") == XRP_PRESENT / XRP_EXPECTED
+    assert gauge("ohlcv_missing_bars", **labels, window="all") == 433
+    assert gauge("ohlcv_missing_bars", **labels, window="365d") == 0
+    # the longest window, "all", is the one queued: both outages, once
+    assert [s[4:] for s in segments(xrp)] == [(150, "open"), (283, "open")]
+    assert [s[0] for s in segments(xrp)] == [OUT1.from_open_time, OUT2.from_open_time]
+    assert gauge("ohlcv_gap_open_segments", **labels) == 2
+    scheduler.scan_all()
+    assert len(segments(xrp)) == 2
+    with pytest.raises(ValueError, match="'al'"):
+        ContinuityScheduler(xrp, [], windows_days=[1, "al"])  # type: ignore[list-item]
 
 
 def test_cli_scan_writes_the_original_json_and_queues(tmp_path: Path) -> None:
