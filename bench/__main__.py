@@ -13,8 +13,14 @@ BENCHES = [
     ("Bulk import into chDB", ["bench.bulk_import"]),
     ("Topology throughput vs raw consume", ["bench.topology"]),
     ("Topology profile: one kline per record", ["bench.topology_profile"]),
-    ("Topology profile: one kline per record, 5m+1h resampling", ["bench.topology_profile", "--resample", "5m,1h"]),
-    ("Topology profile: 500 klines per record", ["bench.topology_profile", "--batch", "500", "--klines", "150000"]),
+    (
+        "Topology profile: one kline per record, 5m+1h resampling",
+        ["bench.topology_profile", "--resample", "5m,1h"],
+    ),
+    (
+        "Topology profile: 500 klines per record",
+        ["bench.topology_profile", "--batch", "500", "--klines", "150000"],
+    ),
     ("Continuity scan per symbol-year", ["bench.continuity_scan"]),
     ("Gap detection to repair", ["bench.gap_repair"]),
     ("API: REST recent latency and WebSocket fan-out", ["bench.api_bench"]),
