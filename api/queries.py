@@ -29,11 +29,25 @@ from api.errors import StoreUnavailableError
 from api.recent_book import BOOK_ROWS
 from ohlcv.errors import ClickHouseUnavailableError
 from streams.backfill import BackfillError, SegmentLifecycle, segment_lifecycles
+from streams.continuity import WAITING_STATES
 
 logger = logging.getLogger(__name__)
 
 #: effective gap segment states that still miss bars
 OPEN_GAP_STATES: tuple[str, ...] = ("open", "repairing", "failed", "exchange_gap")
+
+
+@dataclass(frozen=True, slots=True)
+class GapCounts:
+    """Segments still missing bars: ``waiting`` for a repair (``failed`` of them after a failed
+    one) and confirmed ``exchange`` outages, each with its missing bars."""
+
+    waiting: int
+    waiting_bars: int
+    failed: int
+    exchange: int
+    exchange_bars: int
+
 
 # Every statement is one literal: nothing is ever interpolated into SQL. The candle columns
 # (``candle_dict`` reads them by position) are the first 15 of each candle SELECT.
@@ -359,10 +373,19 @@ class CandleQueries:
             "to_ts": s.to_open_time, "missing": s.missing_bars,
         } for s in shown[-limit:]], len(waiting), sum(s.missing_bars for s in waiting)  # fmt: skip
 
-    def open_gaps(self, symbols: list[str], intervals: list[str]) -> tuple[int, int]:
-        """Segments still missing bars (effective state), and how many bars, over the given streams."""
+    def gap_counts(self, symbols: list[str], intervals: list[str]) -> GapCounts:
+        """Segments still missing bars over the given streams, by effective state, from one read:
+        those waiting for a repair (open, repairing, failed) apart from confirmed exchange gaps."""
         segs = self._lifecycles("gaps.open", symbols, intervals, OPEN_GAP_STATES)
-        return len(segs), sum(s.missing_bars for s in segs)
+        waiting = [s for s in segs if s.state in WAITING_STATES]
+        exchange = [s for s in segs if s.state == "exchange_gap"]
+        return GapCounts(
+            waiting=len(waiting),
+            waiting_bars=sum(s.missing_bars for s in waiting),
+            failed=sum(s.state == "failed" for s in waiting),
+            exchange=len(exchange),
+            exchange_bars=sum(s.missing_bars for s in exchange),
+        )
 
     # --- events (WebSocket) -----------------------------------------------------------------
     def snapshot(self, st: Stream, limit: int) -> SnapshotData:
