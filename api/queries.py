@@ -81,7 +81,8 @@ SQL_HISTORY_AFTER = (
     "AND open_time > fromUnixTimestamp64Milli({a:Int64}) ORDER BY open_time ASC LIMIT {n:UInt32}"
 )
 # span and count over every closed candle; completeness and the largest gap over the newest k,
-# with the neighbour difference computed by a window function
+# with the neighbour difference computed by a window function. Counts are exact before a merge
+# (duplicates of a candle count once): uniqExact(open_time), and count() over DISTINCT open times
 SQL_META = (
     "SELECT a.first_ms, a.last_ms, a.n, b.n, b.expected, b.max_missing FROM ("
     " SELECT toUnixTimestamp64Milli(min(open_time)) AS first_ms, "
@@ -144,11 +145,11 @@ SQL_EVENTS = (
 )
 SQL_PING = "SELECT 1"
 SQL_LAST_INGESTED = (
-    "SELECT toUnixTimestamp64Milli(max(ingested_at)), count() FROM ohlcv_candles "
+    "SELECT toUnixTimestamp64Milli(maxOrNull(ingested_at)) FROM ohlcv_candles "
     "WHERE symbol IN {syms:Array(String)} AND interval = {i:String} AND is_closed"
 )
 SQL_LAST_EMITTED = (
-    "SELECT toUnixTimestamp64Milli(max(emitted_at)), count() FROM ohlcv_events "
+    "SELECT toUnixTimestamp64Milli(maxOrNull(emitted_at)) FROM ohlcv_events "
     "WHERE symbol IN {syms:Array(String)}"
 )
 
@@ -438,9 +439,9 @@ class CandleQueries:
         self._rows("health.ping", SQL_PING, {})
 
     def last_ingested_ms(self, symbols: list[str], interval: str) -> int | None:
-        last, n = self._rows("health.ingestion", SQL_LAST_INGESTED, {"syms": symbols, "i": interval})[0]
-        return int(last) if int(n) else None
+        last = self._rows("health.ingestion", SQL_LAST_INGESTED, {"syms": symbols, "i": interval})[0][0]
+        return None if last is None else int(last)
 
     def last_emitted_ms(self, symbols: list[str]) -> int | None:
-        last, n = self._rows("health.topology", SQL_LAST_EMITTED, {"syms": symbols})[0]
-        return int(last) if int(n) else None
+        last = self._rows("health.topology", SQL_LAST_EMITTED, {"syms": symbols})[0][0]
+        return None if last is None else int(last)
