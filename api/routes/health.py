@@ -49,9 +49,15 @@ router = APIRouter(tags=["health"])
 _RANK: dict[HealthStatus, int] = {"ok": 0, "degraded": 1, "down": 2}
 
 
-@router.get("/healthz")
-async def healthz() -> dict[str, str]:
-    """Liveness: the process serves requests."""
+@router.get("/healthz", responses={503: {"description": "starting: not every service is published yet"}})
+async def healthz(request: Request, response: Response) -> dict[str, str]:
+    """Liveness and readiness: 200 ``ok`` once the process is ready for clients, 503
+    ``starting`` before (``ohlcv up`` until its run file, with the broker address, is written:
+    a client that starts when this says ok finds the stack's broker)."""
+    ready = request.app.state.ready
+    if ready is not None and not ready.is_set():
+        response.status_code = 503
+        return {"status": "starting"}
     return {"status": "ok"}
 
 

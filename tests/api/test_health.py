@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import threading
+
 from fastapi.testclient import TestClient
 
 from tests.api.conftest import AUTH, SYMBOL, Dataset, api_settings
@@ -110,3 +112,15 @@ def test_a_repairing_segment_still_degrades(dataset: Dataset) -> None:
         assert checks["exchange_gaps"]["value"] == 0
     finally:
         _set_repair_states(dataset, {"1m": ""})
+
+
+def test_healthz_says_starting_until_the_process_is_ready(dataset: Dataset) -> None:
+    ready = threading.Event()
+    with TestClient(dataset.app(ready=ready)) as c:
+        r = c.get("/healthz")
+        assert (r.status_code, r.json()) == (503, {"status": "starting"})
+        ready.set()
+        r = c.get("/healthz")
+        assert (r.status_code, r.json()) == (200, {"status": "ok"})
+    with TestClient(dataset.app()) as c:  # no readiness to wait for: ready when it serves
+        assert c.get("/healthz").status_code == 200
