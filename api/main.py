@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import threading
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import Any
@@ -75,8 +76,13 @@ def create_app(
     events_topic: str = CANDLE_EVENTS.name,
     ws_queue_max: int = 1024,
     clickhouse_pool_size: int = 4,
+    ready: threading.Event | None = None,
 ) -> FastAPI:
     """The API app.
+
+    ``ready``: set by the process once everything a client needs is published (``ohlcv up``:
+    the run file with the broker address); until then ``/healthz`` answers 503 "starting".
+    None (a process that serves the API alone): ready as soon as it serves.
 
     ``ws_queue_max`` bounds each WebSocket client's send queue (overflow: close 4408); keep it
     above the fan-out's batch (``api.fanout._BATCH`` = 256 events handed over at once).
@@ -109,6 +115,7 @@ def create_app(
     app.state.settings = settings
     app.state.broker_address = broker_address
     app.state.ws_queue_max = ws_queue_max
+    app.state.ready = ready
     app.add_middleware(RequestContextMiddleware)
     app.add_exception_handler(ClickHouseUnavailableError, _store_unavailable)
     app.add_exception_handler(RequestValidationError, _invalid_request)

@@ -168,7 +168,7 @@ class ExtendedHealthResponse(BaseModel):
     status: HealthStatus = Field(description="the worst check; HTTP 503 when down")
     checked_at: int
     checks: dict[str, HealthCheck] = Field(
-        description="broker, clickhouse, ingestion_lag, topology_lag, open_gaps, live_events"
+        description="broker, clickhouse, ingestion_lag, topology_lag, open_gaps, exchange_gaps, live_events"
     )
 
 

@@ -29,12 +29,32 @@ from api.errors import StoreUnavailableError
 from api.recent_book import BOOK_ROWS
 from ohlcv.errors import ClickHouseUnavailableError
 from streams.backfill import BackfillError, SegmentLifecycle, segment_lifecycles
-from streams.continuity import ContinuityError, ContinuityReport, ScanRangeError, iso_ms, scan
+from streams.continuity import (
+    WAITING_STATES,
+    ContinuityError,
+    ContinuityReport,
+    ScanRangeError,
+    iso_ms,
+    scan,
+)
 
 logger = logging.getLogger(__name__)
 
 #: effective gap segment states that still miss bars
 OPEN_GAP_STATES: tuple[str, ...] = ("open", "repairing", "failed", "exchange_gap")
+
+
+@dataclass(frozen=True, slots=True)
+class GapCounts:
+    """Segments still missing bars: ``waiting`` for a repair (``failed`` of them after a failed
+    one) and confirmed ``exchange`` outages, each with its missing bars."""
+
+    waiting: int
+    waiting_bars: int
+    failed: int
+    exchange: int
+    exchange_bars: int
+
 
 # Every statement is one literal: nothing is ever interpolated into SQL. The candle columns
 # (``candle_dict`` reads them by position) are the first 15 of each candle SELECT.
@@ -68,7 +88,8 @@ SQL_HISTORY_AFTER = (
     "AND open_time > fromUnixTimestamp64Milli({a:Int64}) ORDER BY open_time ASC LIMIT {n:UInt32}"
 )
 # span and count over every closed candle; completeness and the largest gap over the newest k,
-# with the neighbour difference computed by a window function
+# with the neighbour difference computed by a window function. Counts are exact before a merge
+# (duplicates of a candle count once): uniqExact(open_time), and count() over DISTINCT open times
 SQL_META = (
     "SELECT a.first_ms, a.last_ms, a.n, b.n, b.expected, b.max_missing, b.lo, b.hi FROM ("
     " SELECT toUnixTimestamp64Milli(min(open_time)) AS first_ms, "
@@ -132,11 +153,11 @@ SQL_EVENTS = (
 )
 SQL_PING = "SELECT 1"
 SQL_LAST_INGESTED = (
-    "SELECT toUnixTimestamp64Milli(max(ingested_at)), count() FROM ohlcv_candles "
+    "SELECT toUnixTimestamp64Milli(maxOrNull(ingested_at)) FROM ohlcv_candles "
     "WHERE symbol IN {syms:Array(String)} AND interval = {i:String} AND is_closed"
 )
 SQL_LAST_EMITTED = (
-    "SELECT toUnixTimestamp64Milli(max(emitted_at)), count() FROM ohlcv_events "
+    "SELECT toUnixTimestamp64Milli(maxOrNull(emitted_at)) FROM ohlcv_events "
     "WHERE symbol IN {syms:Array(String)}"
 )
 
@@ -391,10 +412,19 @@ class CandleQueries:
             "to_ts": s.to_open_time, "missing": s.missing_bars,
         } for s in shown[-limit:]], len(waiting), sum(s.missing_bars for s in waiting)  # fmt: skip
 
-    def open_gaps(self, symbols: list[str], intervals: list[str]) -> tuple[int, int]:
-        """Segments still missing bars (effective state), and how many bars, over the given streams."""
+    def gap_counts(self, symbols: list[str], intervals: list[str]) -> GapCounts:
+        """Segments still missing bars over the given streams, by effective state, from one read:
+        those waiting for a repair (open, repairing, failed) apart from confirmed exchange gaps."""
         segs = self._lifecycles("gaps.open", symbols, intervals, OPEN_GAP_STATES)
-        return len(segs), sum(s.missing_bars for s in segs)
+        waiting = [s for s in segs if s.state in WAITING_STATES]
+        exchange = [s for s in segs if s.state == "exchange_gap"]
+        return GapCounts(
+            waiting=len(waiting),
+            waiting_bars=sum(s.missing_bars for s in waiting),
+            failed=sum(s.state == "failed" for s in waiting),
+            exchange=len(exchange),
+            exchange_bars=sum(s.missing_bars for s in exchange),
+        )
 
     # --- events (WebSocket) -----------------------------------------------------------------
     def snapshot(self, st: Stream, limit: int) -> SnapshotData:
@@ -447,9 +477,9 @@ class CandleQueries:
         self._rows("health.ping", SQL_PING, {})
 
     def last_ingested_ms(self, symbols: list[str], interval: str) -> int | None:
-        last, n = self._rows("health.ingestion", SQL_LAST_INGESTED, {"syms": symbols, "i": interval})[0]
-        return int(last) if int(n) else None
+        last = self._rows("health.ingestion", SQL_LAST_INGESTED, {"syms": symbols, "i": interval})[0][0]
+        return None if last is None else int(last)
 
     def last_emitted_ms(self, symbols: list[str]) -> int | None:
-        last, n = self._rows("health.topology", SQL_LAST_EMITTED, {"syms": symbols})[0]
-        return int(last) if int(n) else None
+        last = self._rows("health.topology", SQL_LAST_EMITTED, {"syms": symbols})[0][0]
+        return None if last is None else int(last)

@@ -214,18 +214,20 @@ def import_files(
             f"{result.rows_per_s:,.0f} rows/s"
         )
     else:
-        from ohlcv.infra.kafka import ensure_topics
         from ohlcv.runtime import read_run_file, running_broker
+
+        if not settings.kafka_broker_address and read_run_file(settings) is None:
+            # a broker of our own would take the candles and die with this command, unread
+            raise ConfigError(
+                f"--mode replay needs the broker the candle topology reads: no KAFKA_BROKER_ADDRESS and "
+                f"no running `ohlcv up` in DATA_DIR={settings.data_dir}; start `ohlcv up` first (same "
+                f"DATA_DIR), set KAFKA_BROKER_ADDRESS, or load straight into ClickHouse with --mode bulk"
+            )
+        from ohlcv.infra.kafka import ensure_topics
         from schemas.topics import DEAD_LETTER, RAW_KLINES
         from streams.importers import guess_market, read_candles
         from streams.replay import RawProducer, dead_letter_record, merge_by_time, replay_to_kafka
 
-        if not settings.kafka_broker_address and read_run_file(settings) is None:
-            typer.echo(
-                "warning: no KAFKA_BROKER_ADDRESS and no running `ohlcv up` in DATA_DIR: replaying into "
-                "an embedded broker that stops with this command",
-                err=True,
-            )
         source = "import" if speed is None and not partials else "replay"
         closed = partial = 0
         with running_broker(settings) as address:

@@ -111,10 +111,13 @@ def _status(url: str, stop: threading.Event, every_s: float = 5.0) -> None:
     while not stop.wait(every_s):
         try:
             candles, newest = client.query(
-                "SELECT count(), max(emitted_at) FROM ohlcv_events WHERE type = 'append'"
+                "SELECT uniqExact(symbol, interval, seq), max(emitted_at) FROM ohlcv_events "
+                "WHERE type = 'append'"
             ).result_rows[0]
             states = Counter(s.state for s in segment_lifecycles(client, symbols=None, intervals=None))
-            total = client.query("SELECT count() FROM ohlcv_candles WHERE is_closed").result_rows[0][0]
+            total = client.query(  # exact before a merge: duplicates of a candle count once
+                "SELECT uniqExact(symbol, interval, open_time) FROM ohlcv_candles WHERE is_closed"
+            ).result_rows[0][0]
         except Exception as exc:  # the status line must never stop the demo
             logger.debug("status query failed: %s", exc)
             continue

@@ -16,7 +16,7 @@ import signal
 import threading
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -74,6 +74,8 @@ class Stack:
     broker_address: str
     broker: EmbeddedBroker | None
     api_url: str | None = None
+    #: set once the run file is published; the API's /healthz says 503 "starting" until then
+    ready: threading.Event = field(default_factory=threading.Event)
 
 
 @contextlib.contextmanager
@@ -124,11 +126,15 @@ def run_stack(settings: Settings, *, demo: bool) -> None:
         from ohlcv.services import start_services
 
         with start_services(stack, demo=demo, stop=stop) as services:
-            run_file.write_text(
+            # whole or absent for a reader (rename is atomic), and published before /healthz is ok
+            tmp = run_file.with_suffix(".tmp")
+            tmp.write_text(
                 json.dumps(
                     {"pid": os.getpid(), "broker_address": stack.broker_address, "api_url": stack.api_url}
                 )
             )
+            tmp.replace(run_file)
+            stack.ready.set()
             print(f"broker      {stack.broker_address}{' (embedded)' if stack.broker else ''}", flush=True)
             print(f"clickhouse  {_safe(settings.clickhouse_dsn)}", flush=True)
             if stack.api_url:

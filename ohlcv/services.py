@@ -64,7 +64,7 @@ def _start_api(services: Services) -> None:
 
     settings = services.stack.settings
     port = settings.api_port or free_port()
-    app = create_app(settings, broker_address=services.stack.broker_address)
+    app = create_app(settings, broker_address=services.stack.broker_address, ready=services.stack.ready)
     server = uvicorn.Server(server_config(app, settings, port=port))
 
     def _stop() -> None:

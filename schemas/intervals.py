@@ -2,7 +2,8 @@
 
 Intervals are Binance's own spellings (``1m``, ``5m``, ``1h``, ``1d`` ...). ``1M`` (a calendar
 month) has no fixed length and is not supported by the candle topology, which needs a fixed
-step to see gaps.
+step to see gaps and to check a candle's open and close times: a ``1M`` kline is refused as an
+unknown interval (dead-lettered), never stored with a guessed alignment.
 """
 
 from __future__ import annotations
@@ -21,6 +22,8 @@ class UnknownIntervalError(ValueError):
 
 #: every served interval's length (ms), computed once: the topology asks per kline
 _LENGTH_MS = {iv: int(iv[:-1]) * _UNIT_MS[iv[-1]] for iv in BINANCE_INTERVALS}
+#: where an interval's buckets start, from the epoch (ms): weeks open on Monday, epoch + 4 days
+_OFFSET_MS = {iv: 4 * 86_400_000 if iv == "1w" else 0 for iv in BINANCE_INTERVALS}
 
 
 def interval_ms(interval: str) -> int:
@@ -33,6 +36,13 @@ def interval_ms(interval: str) -> int:
         ) from None
 
 
+def interval_offset_ms(interval: str) -> int:
+    """Where ``interval``'s buckets start from the epoch (ms): an open time ``t`` is aligned when
+    ``(t - offset) % interval_ms(interval) == 0``. Raises UnknownIntervalError like interval_ms."""
+    interval_ms(interval)
+    return _OFFSET_MS[interval]
+
+
 def bucket_start(open_time_ms: int, interval: str) -> int:
     """Open time of the ``interval`` bucket holding ``open_time_ms`` (UTC, epoch-aligned).
 
@@ -40,5 +50,5 @@ def bucket_start(open_time_ms: int, interval: str) -> int:
     which is epoch + 4 days.
     """
     step = interval_ms(interval)
-    offset = 4 * 86_400_000 if interval == "1w" else 0
+    offset = interval_offset_ms(interval)
     return (open_time_ms - offset) // step * step + offset

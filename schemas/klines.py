@@ -43,7 +43,7 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass, replace
 from typing import Any, Literal, NoReturn
 
-from schemas.intervals import UnknownIntervalError, interval_ms
+from schemas.intervals import UnknownIntervalError, interval_ms, interval_offset_ms
 
 Source = Literal["ws", "rest", "import", "replay", "resample"]
 Market = Literal["spot", "usdm"]
@@ -159,10 +159,23 @@ def _int(k: dict[str, Any], field: str, *, optional: bool = False) -> int | None
         raise MalformedKlineError(f"field k.{field}={v!r} is not an integer") from exc
 
 
+def _order_reason(where: str, o: float, h: float, low: float, c: float) -> str:
+    """Why prices that fail ``low <= open, close <= high`` do, naming the field and its value."""
+    if h < low:
+        return f"{where}prices out of order: high={h!r} < low={low!r}"
+    name, x = ("open", o) if not low <= o <= h else ("close", c)
+    return f"{where}prices out of order: {name}={x!r} outside [low={low!r}, high={h!r}]"
+
+
 def candle_from_raw(value: Any) -> Candle:
     """Validate one raw-topic value and return its candle.
 
-    Raises MalformedKlineError naming the offending field; never returns a half-parsed candle.
+    Raises MalformedKlineError naming the offending field and value; never returns a
+    half-parsed candle. What is refused, here and for batch rows alike: a time that is not an
+    integer, an open time not aligned to the interval (weeks open on Monday), a close time other
+    than open time + interval - 1 ms, a price or volume (quote, taker) that is missing where
+    required, not a number, NaN, infinite or negative, ``high < low``, an open or close outside
+    ``[low, high]``, a negative trade count, and for resampled candles a ``bars`` below 1.
     """
     if not isinstance(value, dict):
         raise MalformedKlineError(f"value is {type(value).__name__}, expected a JSON object")
@@ -188,14 +201,17 @@ def candle_from_raw(value: Any) -> Candle:
     open_time = _int(k, "t")
     close_time = _int(k, "T")
     assert open_time is not None and close_time is not None
-    if open_time % step != 0 and interval != "1w":
-        raise MalformedKlineError(f"open time {open_time} is not aligned to {interval}")
+    if (open_time - interval_offset_ms(str(interval))) % step != 0:
+        raise MalformedKlineError(f"open time k.t={open_time} is not aligned to {interval}")
     if close_time != open_time + step - 1:
-        raise MalformedKlineError(f"close time {close_time} != open time {open_time} + {interval} - 1 ms")
+        raise MalformedKlineError(f"close time k.T={close_time} != open time {open_time} + {interval} - 1 ms")
     o, h, low, c, v = (_num(k, f) for f in ("o", "h", "l", "c", "v"))
     assert o is not None and h is not None and low is not None and c is not None and v is not None
     if not (low <= o <= h and low <= c <= h):
-        raise MalformedKlineError(f"prices out of order: o={o} h={h} l={low} c={c}")
+        raise MalformedKlineError(_order_reason("", o, h, low, c))
+    trades = _int(k, "n", optional=True)
+    if trades is not None and trades < 0:
+        raise MalformedKlineError(f"field k.n (trades)={trades} is negative")
     closed = k.get("x")
     if not isinstance(closed, bool):
         raise MalformedKlineError(f"field k.x={closed!r} is not a boolean")
@@ -213,7 +229,7 @@ def candle_from_raw(value: Any) -> Candle:
         close=c,
         volume=v,
         quote_volume=_num(k, "q", optional=True),
-        trades=_int(k, "n", optional=True),
+        trades=trades,
         taker_buy_base=_num(k, "V", optional=True),
         taker_buy_quote=_num(k, "Q", optional=True),
         is_closed=closed,
@@ -233,8 +249,8 @@ def _row_num(v: Any, i: int, name: str, optional: bool = False) -> float | None:
     return _number(v, f"klines[{i}].{name}", optional)
 
 
-def _batch_row(value: dict[str, Any], symbol: str, interval: str, step: int, i: int, row: Any,
-               bars: int | None) -> Candle:  # fmt: skip
+def _batch_row(value: dict[str, Any], symbol: str, interval: str, step: int, offset: int, i: int,
+               row: Any, bars: int | None) -> Candle:  # fmt: skip
     """One REST row of a batch. The fast path converts and checks in a few comparisons; a row
     it does not accept goes through ``_refuse_row``, which names what is wrong."""
     try:
@@ -245,28 +261,28 @@ def _batch_row(value: dict[str, Any], symbol: str, interval: str, step: int, i: 
         tb = None if tb is None else float(tb)
         tq = None if tq is None else float(tq)
     except (TypeError, ValueError, IndexError, KeyError):
-        _refuse_row(i, row, step, interval)
+        _refuse_row(i, row, step, offset, interval)
     # NaN fails every comparison, inf the upper bound: both fall to _refuse_row
     if not (
         type(t) is int and type(close_time) is int and close_time == t + step - 1
-        and (t % step == 0 or interval == "1w") and 0.0 <= low <= o <= h < _INF and low <= c <= h
-        and 0.0 <= v < _INF and (n is None or type(n) is int)
+        and (t - offset) % step == 0 and 0.0 <= low <= o <= h < _INF and low <= c <= h
+        and 0.0 <= v < _INF and (n is None or (type(n) is int and n >= 0))
         and (q is None or 0.0 <= q < _INF) and (tb is None or 0.0 <= tb < _INF)
         and (tq is None or 0.0 <= tq < _INF)
     ):  # fmt: skip
-        _refuse_row(i, row, step, interval)
+        _refuse_row(i, row, step, offset, interval)
     return Candle(symbol, interval, t, close_time, o, h, low, c, v, q, n, tb, tq, True,
                   value.get("source", "rest"), bars, close_time, value.get("received_at") or 0)  # fmt: skip
 
 
-def _refuse_row(i: int, row: Any, step: int, interval: str) -> NoReturn:
+def _refuse_row(i: int, row: Any, step: int, offset: int, interval: str) -> NoReturn:
     """Raise MalformedKlineError naming what is wrong with batch row ``i``."""
     if not isinstance(row, list) or len(row) < 11:
         raise MalformedKlineError(f"klines[{i}] is not a Binance kline row (a list of 11 or 12 fields)")
     t, close_time, n = row[0], row[6], row[8]
     if type(t) is not int or type(close_time) is not int:
         raise MalformedKlineError(f"klines[{i}]: open/close times {t!r}/{close_time!r} are not integers")
-    if t % step != 0 and interval != "1w":
+    if (t - offset) % step != 0:
         raise MalformedKlineError(f"klines[{i}]: open time {t} is not aligned to {interval}")
     if close_time != t + step - 1:
         raise MalformedKlineError(f"klines[{i}]: close time {close_time} != open time {t} + {interval} - 1ms")
@@ -279,9 +295,9 @@ def _refuse_row(i: int, row: Any, step: int, interval: str) -> NoReturn:
         _row_num(row[j], i, name, True)
     assert o is not None and h is not None and low is not None and c is not None
     if not (low <= o <= h and low <= c <= h):
-        raise MalformedKlineError(f"klines[{i}]: prices out of order: o={o} h={h} l={low} c={c}")
-    if n is not None and type(n) is not int:
-        raise MalformedKlineError(f"klines[{i}].trades={n!r} is not an integer")
+        raise MalformedKlineError(_order_reason(f"klines[{i}]: ", o, h, low, c))
+    if n is not None and (type(n) is not int or n < 0):
+        raise MalformedKlineError(f"klines[{i}].trades={n!r} is not a non-negative integer")
     raise MalformedKlineError(f"klines[{i}] is not a valid kline row: {row!r}"[:300])
 
 
@@ -303,6 +319,7 @@ def candles_from_raw(value: Any) -> tuple[list[Candle], list[tuple[int, str]]]:
         step = interval_ms(str(interval))
     except UnknownIntervalError as exc:
         raise MalformedKlineError(f"field interval: {exc}") from exc
+    offset = interval_offset_ms(str(interval))
     if not isinstance(rows, list) or not rows or len(rows) > MAX_BATCH:
         raise MalformedKlineError(f"klines is not a list of 1..{MAX_BATCH} rows")
     bars = value.get("bars")
@@ -318,7 +335,7 @@ def candles_from_raw(value: Any) -> tuple[list[Candle], list[tuple[int, str]]]:
         try:
             if b is not None and (type(b) is not int or b < 1):
                 raise MalformedKlineError(f"bars[{i}]={b!r} is not a positive integer")
-            good.append(_batch_row(value, symbol, str(interval), step, i, row, b))
+            good.append(_batch_row(value, symbol, str(interval), step, offset, i, row, b))
         except MalformedKlineError as exc:
             bad.append((i, str(exc)))
     return good, bad

@@ -60,8 +60,8 @@ class ClickHouseLookup:
             ).result_rows[0][0]
             params["q"] = int(seq or 0)
             span = self.client.query(
-                "SELECT toUnixTimestamp64Milli(min(open_time)), toUnixTimestamp64Milli(max(open_time)), "
-                "count() FROM ohlcv_candles "
+                "SELECT toUnixTimestamp64Milli(minOrNull(open_time)), "
+                "toUnixTimestamp64Milli(maxOrNull(open_time)) FROM ohlcv_candles "
                 "WHERE symbol = {s:String} AND interval = {i:String} AND is_closed "
                 "AND event_seq <= {q:UInt64}",
                 parameters=params,
@@ -83,7 +83,7 @@ class ClickHouseLookup:
                 "WHERE s.5 IN {st:Array(String)} ORDER BY s.1",
                 parameters={**params, "st": list(OPEN_STATES)},
             ).result_rows
-        has = int(span[2]) > 0
+        has = span[0] is not None  # NULL without rows; no count(), which duplicates would inflate
         return {
             "first_closed": int(span[0]) if has else None,
             "last_closed": int(span[1]) if has else None,
@@ -123,8 +123,8 @@ class ClickHouseLookup:
     def last_stored(self, symbol: str) -> int:
         with self._lock:
             row = self.client.query(
-                "SELECT toUnixTimestamp64Milli(max(open_time)), count() FROM ohlcv_candles "
+                "SELECT toUnixTimestamp64Milli(maxOrNull(open_time)) FROM ohlcv_candles "
                 "WHERE symbol = {s:String} AND interval = '1m' AND is_closed",
                 parameters={"s": symbol},
             ).result_rows[0]
-        return int(row[0]) if int(row[1]) else -1
+        return -1 if row[0] is None else int(row[0])

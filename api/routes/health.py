@@ -8,8 +8,16 @@
   interval (1m), over the served symbols; degraded above ``HEALTH_MAX_INGESTION_LAG_SEC`` or
   without data;
 - ``topology_lag``: now - newest ``emitted_at`` in ``ohlcv_events``; same threshold;
-- ``open_gaps``: gap segments not repaired; degraded when any;
+- ``open_gaps``: gap segments still waiting for a repair (effective state open, repairing or
+  failed), with how many of them failed a repair; degraded when any;
+- ``exchange_gaps``: confirmed exchange outages (``exchange_gap``: Binance REST has no candles
+  for the range); always ok, the count and missing bars are reported for information;
 - ``live_events``: this process's Kafka fan-out (idle until the first WebSocket client).
+
+The rule: health says whether *we* are doing our job. What we can repair and have not (open
+gaps, failing repairs), falling behind (ingestion and topology lag) and our infrastructure
+(broker, ClickHouse, fan-out) degrade it; a hole the exchange itself has is a fact about the
+exchange, reported but never a degradation.
 
 The answer is 200 unless a check is down, then 503 with the same body.
 """
@@ -41,9 +49,15 @@ router = APIRouter(tags=["health"])
 _RANK: dict[HealthStatus, int] = {"ok": 0, "degraded": 1, "down": 2}
 
 
-@router.get("/healthz")
-async def healthz() -> dict[str, str]:
-    """Liveness: the process serves requests."""
+@router.get("/healthz", responses={503: {"description": "starting: not every service is published yet"}})
+async def healthz(request: Request, response: Response) -> dict[str, str]:
+    """Liveness and readiness: 200 ``ok`` once the process is ready for clients, 503
+    ``starting`` before (``ohlcv up`` until its run file, with the broker address, is written:
+    a client that starts when this says ok finds the stack's broker)."""
+    ready = request.app.state.ready
+    if ready is not None and not ready.is_set():
+        response.status_code = 503
+        return {"status": "starting"}
     return {"status": "ok"}
 
 
@@ -90,7 +104,7 @@ def _lag(name: str, last_ms: int | None, now_ms: int, threshold_s: float) -> Hea
 
 
 def store_checks(queries: CandleQueries, settings: Settings, now_ms: int) -> dict[str, HealthCheck]:
-    names = ("clickhouse", "ingestion_lag", "topology_lag", "open_gaps")
+    names = ("clickhouse", "ingestion_lag", "topology_lag", "open_gaps", "exchange_gaps")
     t0 = time.perf_counter()
     try:
         queries.ping()
@@ -98,7 +112,7 @@ def store_checks(queries: CandleQueries, settings: Settings, now_ms: int) -> dic
         live = "1m" if "1m" in settings.intervals else min(settings.intervals, key=interval_ms)
         ingested = queries.last_ingested_ms(settings.symbols, live)
         emitted = queries.last_emitted_ms(settings.symbols)
-        gaps, missing = queries.open_gaps(settings.symbols, settings.all_intervals)
+        gaps = queries.gap_counts(settings.symbols, settings.all_intervals)
     except StoreUnavailableError as exc:
         return {n: HealthCheck(status="down", detail=str(exc)) for n in names}
     threshold = settings.health_max_ingestion_lag_sec
@@ -107,12 +121,22 @@ def store_checks(queries: CandleQueries, settings: Settings, now_ms: int) -> dic
         "ingestion_lag": _lag(f"closed {live} candle", ingested, now_ms, threshold),
         "topology_lag": _lag("candle event", emitted, now_ms, threshold),
         "open_gaps": HealthCheck(
-            status="ok" if gaps == 0 else "degraded",
-            value=gaps,
+            status="ok" if gaps.waiting == 0 else "degraded",
+            value=gaps.waiting,
             unit="segments",
-            detail=f"{missing} bars missing" if gaps else "",
+            detail=_gap_detail(gaps.waiting_bars, gaps.failed) if gaps.waiting else "",
+        ),
+        "exchange_gaps": HealthCheck(
+            status="ok",
+            value=gaps.exchange,
+            unit="segments",
+            detail=f"{gaps.exchange_bars} bars Binance does not have" if gaps.exchange else "",
         ),
     }
+
+
+def _gap_detail(missing_bars: int, failed: int) -> str:
+    return f"{missing_bars} bars missing" + (f", {failed} failed to repair" if failed else "")
 
 
 def live_check(hub: EventHub | None) -> HealthCheck:

@@ -8,8 +8,10 @@ and skipped. A file that cannot be opened or read at all is always one ``ImportF
 
 Every row is held to the raw-topic contract (``schemas.klines.candle_from_raw``): prices and
 volumes finite and non-negative, ``low <= open, close <= high``, ``open_time`` aligned to the
-interval and ``close_time == open_time + interval - 1 ms``. A row that passes here is a row the
-candle topology accepts.
+interval (weeks on Monday, ``schemas.intervals.interval_offset_ms``), ``close_time == open_time +
+interval - 1 ms`` and a non-negative trade count. A row that passes here is a row the candle
+topology accepts; the reasons are worded by this module (with the file and line), not by the
+parser's.
 
 Timestamps: Binance Vision spot files switched from milliseconds to microseconds on
 2025-01-01, so the unit is decided per value by magnitude (``to_ms``).
@@ -28,7 +30,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from ohlcv.errors import OhlcvError
-from schemas.intervals import UnknownIntervalError, bucket_start, interval_ms
+from schemas.intervals import UnknownIntervalError, bucket_start, interval_ms, interval_offset_ms
 from schemas.klines import Candle
 
 ErrorMode = Literal["strict", "dead-letter"]
@@ -236,7 +238,7 @@ def columns_valid(
     ok &= (low <= o) & (o <= h) & (low <= c) & (c <= h)
     if trades is not None:
         ok &= trades >= 0
-    offset = 4 * 86_400_000 if spec.interval == "1w" else 0
+    offset = interval_offset_ms(spec.interval)
     ok &= (open_time - offset) % spec.step_ms == 0
     ok &= close_time == open_time + spec.step_ms - 1
     return bool(ok.all())

@@ -140,6 +140,7 @@ def test_health_extended_reports_each_dependency(client: TestClient, dataset: Da
     assert body["status"] == "degraded"  # the open gap
     # the 10 missing 1m bars, and the two 5m buckets they empty
     assert checks["open_gaps"]["value"] == 2 and checks["open_gaps"]["detail"] == "12 bars missing"
+    assert (checks["exchange_gaps"]["status"], checks["exchange_gaps"]["value"]) == ("ok", 0)
     for lag in (checks["ingestion_lag"], checks["topology_lag"]):
         # the dataset was stored when the session started: the lag is the time since then
         assert lag["threshold"] == 120 and lag["unit"] == "s" and lag["value"] >= 0

@@ -18,7 +18,8 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from confluent_kafka.admin import AdminClient
+from confluent_kafka import Consumer, Producer, TopicPartition
+from confluent_kafka.admin import AdminClient, NewTopic
 
 from ohlcv.errors import BrokerUnavailableError
 from ohlcv.infra.broker import EmbeddedBroker, wait_for_broker
@@ -77,6 +78,41 @@ def test_embedded_broker_serves_metadata_on_a_free_port_and_stops(tmp_path: Path
     assert _gone(pid)
     assert not _port_open(int(port))
     broker.stop()  # a second stop is a no-op
+
+
+def test_stop_with_clients_still_connected_ends_the_broker_on_its_signal_and_frees_the_port() -> None:
+    """Our clients are still connected (an AdminClient has no close): the broker must exit on
+    the stop signal itself (status 0), not wait for them and be killed after the grace period."""
+    broker = EmbeddedBroker()
+    address = broker.start()
+    assert broker.process is not None and broker.port is not None
+    proc, port = broker.process, broker.port
+    admin = AdminClient({"bootstrap.servers": address})
+    admin.create_topics([NewTopic("stop.t", 1, 1, config={"retention.ms": "60000"})])["stop.t"].result(10)
+    producer = Producer({"bootstrap.servers": address})
+    producer.produce("stop.t", b"x")
+    assert producer.flush(10) == 0
+    consumer = Consumer({"bootstrap.servers": address, "group.id": "stop", "enable.auto.commit": False})
+    consumer.assign([TopicPartition("stop.t", 0, 0)])
+    msg = consumer.poll(10)
+    assert msg is not None and msg.value() == b"x"
+    assert _established(port) >= 3  # admin, producer, consumer: all connected while it stops
+    broker.stop()
+    assert proc.returncode == 0  # exited on SIGINT; -9 would be the SIGKILL after the grace period
+    assert _gone(proc.pid)
+    assert not _port_open(port)
+    with socket.socket() as s:  # the port is free for a new listener
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        s.bind(("127.0.0.1", port))
+        s.listen()
+    del consumer, producer, admin
+
+
+def _established(port: int) -> int:
+    """Established TCP connections to 127.0.0.1:``port``, from /proc/net/tcp (state 01)."""
+    local = f"0100007F:{port:04X}"
+    rows = Path("/proc/net/tcp").read_text().splitlines()[1:]
+    return sum(1 for r in rows if r.split()[1] == local and r.split()[3] == "01")
 
 
 def test_two_embedded_brokers_get_different_ports() -> None:

@@ -78,6 +78,19 @@ def test_strict_bad_row_is_one_line_naming_file_and_line(tmp_path: Path) -> None
     assert "Traceback" not in proc.stderr
 
 
+def test_replay_without_a_broker_or_a_running_stack_is_refused(tmp_path: Path) -> None:
+    """A broker of its own would take the candles and stop with the command: nobody would read them."""
+    proc = run(tmp_path, str(xrp_slice(tmp_path, 30)), "--symbol", "XRPUSDT", "--interval", "1m")
+    assert proc.returncode == 2
+    assert proc.stderr.splitlines() == [
+        "error: --mode replay needs the broker the candle topology reads: no KAFKA_BROKER_ADDRESS and no "
+        f"running `ohlcv up` in DATA_DIR={tmp_path / 'data'}; start `ohlcv up` first (same DATA_DIR), set "
+        "KAFKA_BROKER_ADDRESS, or load straight into ClickHouse with --mode bulk"
+    ]
+    assert "replayed" not in proc.stdout
+    assert not (tmp_path / "data" / "logs" / "broker.log").exists()  # no broker was started
+
+
 def test_bulk_only_options_are_refused(tmp_path: Path) -> None:
     proc = run(tmp_path, str(XRP), "--mode", "bulk", "--speed", "60")
     assert proc.returncode == 2
