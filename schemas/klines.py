@@ -43,7 +43,7 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass, replace
 from typing import Any, Literal, NoReturn
 
-from schemas.intervals import UnknownIntervalError, interval_ms, interval_offset_ms
+from schemas.intervals import BINANCE_INTERVALS, UnknownIntervalError, interval_ms, interval_offset_ms
 
 Source = Literal["ws", "rest", "import", "replay", "resample"]
 Market = Literal["spot", "usdm"]
@@ -167,6 +167,46 @@ def _order_reason(where: str, o: float, h: float, low: float, c: float) -> str:
     return f"{where}prices out of order: {name}={x!r} outside [low={low!r}, high={h!r}]"
 
 
+_INF = math.inf
+#: (length, offset) in ms of every interval, for the single-kline fast path
+_STEP_OFFSET = {iv: (interval_ms(iv), interval_offset_ms(iv)) for iv in BINANCE_INTERVALS}
+
+
+def _opt_float(v: Any) -> float | None:
+    return None if v is None else float(v)
+
+
+def _accepted_single(value: Any) -> Candle | None:
+    """The candle of a well-formed single kline in a few comparisons, or None when anything is
+    off (``candle_from_raw`` then checks field by field, and names what is wrong). Accepts
+    exactly what the field-by-field path accepts with integer times: the websocket's shape."""
+    try:
+        event = value["event"]
+        k = event["k"]
+        source = value.get("source", "ws")
+        symbol, interval, t, close_time, closed = k["s"], k["i"], k["t"], k["T"], k["x"]
+        step, offset = _STEP_OFFSET[interval]
+        o, h, low, c, v = float(k["o"]), float(k["h"]), float(k["l"]), float(k["c"]), float(k["v"])
+        q, tb, tq = _opt_float(k.get("q")), _opt_float(k.get("V")), _opt_float(k.get("Q"))
+        n, bars, e_time, received = k.get("n"), value.get("bars"), event.get("E"), value.get("received_at")
+    except (TypeError, ValueError, KeyError):
+        return None
+    # NaN fails every comparison, inf the upper bound: both fall to the field-by-field path
+    if not (
+        event.get("e") == "kline" and source in SOURCES and type(symbol) is str and symbol.isalnum()
+        and symbol.isupper() and type(t) is int and type(close_time) is int
+        and close_time == t + step - 1 and (t - offset) % step == 0 and type(closed) is bool
+        and 0.0 <= low <= o <= h < _INF and low <= c <= h and 0.0 <= v < _INF
+        and (q is None or 0.0 <= q < _INF) and (tb is None or 0.0 <= tb < _INF)
+        and (tq is None or 0.0 <= tq < _INF) and (n is None or (type(n) is int and n >= 0))
+        and (bars is None or (type(bars) is int and bars >= 1))
+        and (e_time is None or type(e_time) is int) and (received is None or type(received) is int)
+    ):  # fmt: skip
+        return None
+    return Candle(symbol, interval, t, close_time, o, h, low, c, v, q, n, tb, tq, closed, source, bars,
+                  e_time or close_time, received or 0)  # fmt: skip
+
+
 def candle_from_raw(value: Any) -> Candle:
     """Validate one raw-topic value and return its candle.
 
@@ -177,6 +217,13 @@ def candle_from_raw(value: Any) -> Candle:
     required, not a number, NaN, infinite or negative, ``high < low``, an open or close outside
     ``[low, high]``, a negative trade count, and for resampled candles a ``bars`` below 1.
     """
+    fast = _accepted_single(value)
+    return fast if fast is not None else checked_single(value)
+
+
+def checked_single(value: Any) -> Candle:
+    """``candle_from_raw`` field by field: the reference the fast path is tested against, and
+    the path that names what is wrong with a kline the fast path did not accept."""
     if not isinstance(value, dict):
         raise MalformedKlineError(f"value is {type(value).__name__}, expected a JSON object")
     source = value.get("source", "ws")
@@ -242,7 +289,6 @@ def candle_from_raw(value: Any) -> Candle:
 
 #: most rows one batch record carries (Binance REST's largest klines page)
 MAX_BATCH = 1000
-_INF = math.inf
 
 
 def _row_num(v: Any, i: int, name: str, optional: bool = False) -> float | None:

@@ -4,14 +4,26 @@ and the value."""
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from dataclasses import replace
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from schemas.intervals import bucket_start
-from schemas.klines import Candle, MalformedKlineError, candles_from_raw, raw_batch, raw_from_candle
+from schemas.klines import (
+    Candle,
+    MalformedKlineError,
+    _accepted_single,
+    candle_from_raw,
+    candles_from_raw,
+    checked_single,
+    raw_batch,
+    raw_from_candle,
+)
 from tests.topologies.helpers import vision_candles
 
 #: a websocket kline field -> its index in a Binance REST row
@@ -140,3 +152,65 @@ def test_resampled_candles_pass_the_same_checks_and_need_bars() -> None:
     assert "high=" in refused[0][1] and "bars[1]=0" in refused[1][1]
     with pytest.raises(MalformedKlineError, match="bars=0"):
         candles_from_raw({**raw_from_candle(five[0], source="resample", received_at=0), "bars": 0})
+
+
+def _outcome(f: Callable[[Any], Candle], value: Any) -> Candle | str:
+    try:
+        return f(value)
+    except MalformedKlineError as exc:
+        return f"refused: {exc}"
+
+
+#: values a field of a websocket kline may take in the parity test: good, bad and odd shapes
+_FIELD_VALUES = {
+    "t": st.sampled_from([0, 1, 60_000, "60000", None, 1.5, True]),
+    "T": st.sampled_from([59_999, 119_999, "59999", None, 60_000]),
+    "o": st.sampled_from(["1.5", "0", "-1", "NaN", "Infinity", "x", None, 2]),
+    "h": st.sampled_from(["2.5", "1e300", "inf", None, "0.1"]),
+    "l": st.sampled_from(["0.5", "-0.0", "NaN", None]),
+    "c": st.sampled_from(["1.0", "3.0", None]),
+    "v": st.sampled_from(["10", "-1", "nan", None, 0]),
+    "q": st.sampled_from(["1", None, "-1", "Infinity"]),
+    "n": st.sampled_from([5, 0, -1, None, "5", 1.0, True]),
+    "x": st.sampled_from([True, False, None, 1, "true"]),
+    "i": st.sampled_from(["1m", "5m", "1w", "1M", "13m", None, 1]),
+    "s": st.sampled_from(["LINKUSDT", "linkusdt", "", None, "LINK USDT", 5]),
+}
+
+
+@settings(max_examples=400, deadline=None)
+@given(
+    index=st.integers(min_value=0, max_value=499),
+    changes=st.dictionaries(st.sampled_from(sorted(_FIELD_VALUES)), st.none(), max_size=4).flatmap(
+        lambda keys: st.fixed_dictionaries({k: _FIELD_VALUES[k] for k in keys})
+    ),
+    source=st.sampled_from(["ws", "rest", "resample", "bogus"]),
+    bars=st.sampled_from([None, 1, 5, 0, "5"]),
+)
+def test_the_single_kline_fast_path_decides_as_the_field_by_field_path(
+    index: int, changes: dict[str, Any], source: str, bars: Any
+) -> None:
+    """A real kline with any of its fields replaced by good, bad or oddly typed values: the
+    fast path accepts what the field-by-field path accepts, with the very same candle, and
+    hands everything else to it (so each refusal keeps its reason)."""
+    c = vision_candles("LINKUSDT")[index]
+    raw = _single(c, changes)
+    raw["source"] = source
+    if bars is not None:
+        raw["bars"] = bars
+    fast = _accepted_single(raw)
+    reference = _outcome(checked_single, raw)
+    if fast is not None:
+        assert fast == reference
+    if isinstance(reference, Candle):
+        assert candle_from_raw(raw) == reference
+    else:
+        with pytest.raises(MalformedKlineError, match=re.escape(reference.removeprefix("refused: "))):
+            candle_from_raw(raw)
+
+
+def test_the_fast_path_takes_the_websocket_shape() -> None:
+    """Real websocket-shaped klines go the fast way (the test above would pass with a fast
+    path that never accepts anything)."""
+    candles = vision_candles("LINKUSDT")[:200]
+    assert all(_accepted_single(_single(c, {})) == replace(c, source="ws") for c in candles)
