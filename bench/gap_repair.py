@@ -27,7 +27,7 @@ from importlib.metadata import version
 from pathlib import Path
 
 from bench.api_bench import pct
-from ohlcv.fake_binance import Datasets, FakeBinance, load_vision_zip
+from fakes.binance import Datasets, FakeBinance, load_vision_zip
 from ohlcv.infra.broker import EmbeddedBroker
 from ohlcv.infra.clickhouse import make_client, migrate
 from streams.backfill import BackfillConfig, Orchestrator, segment_lifecycle

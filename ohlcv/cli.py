@@ -91,7 +91,7 @@ def up(verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False) -> Non
     from ohlcv.runtime import run_stack
 
     _setup_logging(verbose)
-    run_stack(_settings(), demo=False)
+    run_stack(_settings())
 
 
 @app.command("demo")
@@ -99,13 +99,13 @@ def demo(verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False) -> N
     """`up`, plus the bundled real sample replayed as a live market."""
     import os
 
-    from ohlcv.demo import DEMO_SYMBOLS
+    from ohlcv.demo import DEMO, DEMO_SYMBOLS
     from ohlcv.runtime import run_stack
 
     _setup_logging(verbose)
     # the demo serves the bundled sample's symbols unless the user chose others
     chosen = {"SYMBOLS", "SYMBOL"} & set(os.environ)
-    run_stack(load_settings() if chosen else load_settings(symbols=DEMO_SYMBOLS), demo=True)
+    run_stack(load_settings() if chosen else load_settings(symbols=DEMO_SYMBOLS), extensions=[DEMO])
 
 
 from ohlcv.cli_ops import init_command, run_app  # noqa: E402

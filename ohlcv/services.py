@@ -2,6 +2,10 @@
 
 Each service is a thread (API server, sources) or the main-thread loop (topologies). They are
 started in dependency order and stopped in reverse; a failure of any one stops the rest.
+
+Layering: ``ohlcv.runtime`` starts the infrastructure and composes these services; a
+composition on top (the demo, ``ohlcv.demo``) adds its own through an ``Extension``. Nothing
+here imports the runtime or a composition.
 """
 
 from __future__ import annotations
@@ -9,13 +13,23 @@ from __future__ import annotations
 import contextlib
 import logging
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 
-from ohlcv.infra.broker import free_port
-from ohlcv.runtime import Stack
+from ohlcv.infra.broker import EmbeddedBroker, free_port
+from ohlcv.settings import Settings
 
 logger = logging.getLogger(__name__)
+
+
+@dataclass
+class Stack:
+    """Handles of a started stack, for the services that need them."""
+
+    settings: Settings
+    broker_address: str
+    broker: EmbeddedBroker | None
+    api_url: str | None = None
 
 
 @dataclass
@@ -167,21 +181,28 @@ def _start_continuity(services: Services) -> None:
     services.spawn("gap-orchestrator", _run_orchestrator, _stop_orchestrator)
 
 
+@dataclass(frozen=True)
+class Extension:
+    """More services on top of the stack's: ``prepare`` runs before the stack's services start
+    (it may change ``services.stack.settings``), ``start`` after them."""
+
+    prepare: Callable[[Services], None]
+    start: Callable[[Services, threading.Event], None]
+
+
 @contextlib.contextmanager
-def start_services(stack: Stack, *, demo: bool, stop: threading.Event) -> Iterator[Services]:
+def start_services(
+    stack: Stack, *, stop: threading.Event, extensions: Sequence[Extension] = ()
+) -> Iterator[Services]:
     services = Services(stack=stack)
     try:
-        if demo:
-            from ohlcv.demo import start_fake_binance_rest
-
-            start_fake_binance_rest(services)
+        for extension in extensions:
+            extension.prepare(services)
         _start_api(services)
         _start_topologies(services)
         _start_continuity(services)
-        if demo:
-            from ohlcv.demo import start_demo
-
-            start_demo(services, stop)
+        for extension in extensions:
+            extension.start(services, stop)
         yield services
     finally:
         stop.set()

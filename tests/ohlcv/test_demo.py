@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+from fakes.binance import Datasets
 from ohlcv.demo import DATA, days_reaching
-from ohlcv.fake_binance import Datasets
 from streams.continuity import DAY_MS
 
 

@@ -19,7 +19,7 @@ import pytest
 from clickhouse_connect.driver.client import Client
 from prometheus_client import REGISTRY
 
-from ohlcv.fake_binance import Datasets, FakeBinance, RestFault, load_freqtrade_json, load_vision_zip
+from fakes.binance import Datasets, FakeBinance, RestFault, load_freqtrade_json, load_vision_zip
 from ohlcv.infra.clickhouse import make_client
 from schemas.klines import Candle
 from sinks.clickhouse_bulk import insert_candles, load_files
