@@ -416,10 +416,8 @@ def queue_missing(client: Client, report: ContinuityReport, *, now_ms: int | Non
         replaced = tuple(k.segment_id for k in mergeable if k.segment_id != first)
         for k in mergeable:
             if k.segment_id != first:
-                rows.append([
-                    report.symbol, report.interval, k.segment_id, k.segment_end, k.from_open_time,
-                    k.to_open_time, k.missing_bars, "merged", k.detected_at, None, now, now,
-                ])  # fmt: skip
+                open_row(k.segment_id, k.segment_end, k.from_open_time, k.to_open_time, k.missing_bars,
+                         k.detected_at, "merged")  # fmt: skip
                 known.remove(k)
         missing = recount.expected_bars - recount.present_bars
         open_row(first, last, first, last, missing, detected, "open")
