@@ -137,19 +137,30 @@ def _stop_on(
 
 
 def _start_continuity(services: Services) -> None:
-    """The scheduled continuity scan and, when enabled, the gap orchestrator (threads)."""
+    """The scheduled continuity scan and, when enabled, the gap orchestrator (threads).
+
+    The scan announces the segments it opens on ``ohlcv.gap.queue``, the path ``ohlcv scan
+    --queue-missing`` of another process takes too; the orchestrator reads it and the candle
+    events (``streams.backfill.triggers``)."""
     from ohlcv.infra.clickhouse import make_client
     from streams.backfill import BackfillConfig, Orchestrator
-    from streams.continuity import ContinuityScheduler
+    from streams.backfill.triggers import GapNotifier
+    from streams.continuity import ContinuityScheduler, QueueResult
 
     settings = services.stack.settings
     streams = [(s, iv) for s in settings.symbols for iv in settings.all_intervals]
+    notifier = GapNotifier(services.stack.broker_address)
+
+    def _announce(symbol: str, interval: str, queued: QueueResult) -> None:
+        notifier.notify(symbol, interval, queued.segments())
+
     scheduler = ContinuityScheduler(
         make_client(settings.clickhouse_dsn),
         streams,
         every_s=settings.continuity_scan_interval_s,
         windows_days=settings.continuity_windows_days,
         queue_missing=settings.continuity_queue_missing,
+        on_queued=_announce,
     )
     scheduler.start()
     services.threads.append(scheduler)

@@ -95,11 +95,11 @@ class Ledger:
             run.expected_bars, run.attempts,
         )  # fmt: skip
 
-    def repaired(self, s: SegmentLifecycle, run: BackfillRun | None) -> None:
+    def repaired(self, repair: RepairRow, run: BackfillRun | None) -> None:
         """The segment is repaired; its attempt (``run``, else the one its row names) succeeded."""
-        self.write_repair(replace(RepairRow.of(s), state="repaired", next_attempt_at=None))
-        if run is None and s.repair_state == "repairing" and s.run_id:
-            run = self.run(s.run_id)
+        self.write_repair(replace(repair, state="repaired", next_attempt_at=None))
+        if run is None and repair.state == "repairing" and repair.run_id:
+            run = self.run(repair.run_id)
             if run is not None and run.finished_at is not None:
                 return
         if run is not None:

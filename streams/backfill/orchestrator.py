@@ -12,7 +12,18 @@ key, ReplacingMergeTree(version)); ``segment_lifecycle`` joins both into the eff
 gap_segments state (``open``). Every attempt is one row of ``backfill_runs``
 (pending -> running -> success | partial | error).
 
-One poll (``run_once``; ``run(stop_event)`` repeats it every ``poll_interval_s``):
+What starts work. ``run(stop_event)`` reads ``ohlcv.candle.events`` and ``ohlcv.gap.queue``
+(``triggers``): a ``gap_detected`` event is fetched at once from the event alone (its segment row
+reaches ClickHouse only at the topology's next checkpoint), a ``gap_repaired`` one closes its
+attempt, and a scan's notice of segments it opened is taken at once (the running topology never
+hears of those: it seeds its open segments from ClickHouse at a stream's first record only).
+Each wakes one pass (``run_once``); so does a finished attempt, and, while attempts wait for the
+topology, every ``check_interval_s``. The ClickHouse queue (``gap_segments`` joined with
+``gap_repairs``) stays the record and the slow path: every pass reads it, and with no trigger a
+pass runs every ``poll_interval_s`` (default 30 s), which repairs what no trigger announced
+(segments detected while the orchestrator was down, retries after a back-off, triggers lost).
+
+One pass (``run_once``):
 
 1. **Reconcile** what earlier attempts started. A segment the topology now reports repaired is
    done: ``kline_gap_mttr_seconds`` observes detection -> repair (the topology's own times), the
@@ -64,10 +75,11 @@ from prometheus_client import Counter, Gauge, Histogram
 
 from ohlcv.errors import ClickHouseUnavailableError
 from schemas.intervals import interval_ms
-from schemas.topics import RAW_KLINES
+from schemas.topics import CANDLE_EVENTS, GAP_QUEUE, RAW_KLINES
 from streams.backfill.gate import BackfillStoppedError, GatedTransport, RestGate
 from streams.backfill.ledger import Ledger
 from streams.backfill.lifecycle import BackfillError, BackfillRun, Key, RepairRow, SegmentLifecycle
+from streams.backfill.triggers import Trigger, TriggerConsumer
 from streams.binance_rest import BinanceBannedError, BinanceRestClient, BinanceRestError, RestMarket
 
 if TYPE_CHECKING:  # streams.replay imports quixstreams: only the orchestrator's workers need it
@@ -83,6 +95,11 @@ MTTR = Histogram(
 QUEUE_SIZE = Gauge(
     "ohlcv_backfill_queue_size", "Gap segments waiting for a repair attempt (due now or scheduled later)"
 )
+DISPATCHES = Counter(
+    "ohlcv_backfill_dispatches_total",
+    "Repair attempts started, by what announced the segment (gap_detected, scan or poll)",
+    ["trigger"],
+)
 RETRIES = Counter("ohlcv_backfill_retries_total", "Repair attempts of segments whose previous attempt failed")
 
 
@@ -94,7 +111,13 @@ def _now_ms() -> int:
 class BackfillConfig:
     """How the orchestrator works; see the module docstring. Durations in seconds."""
 
-    poll_interval_s: float = 1.0
+    #: the ClickHouse queue is read at least this often (triggers wake the orchestrator sooner)
+    poll_interval_s: float = 30.0
+    #: how often attempts that wait for the topology are checked
+    check_interval_s: float = 1.0
+    #: read by ``run`` for triggers; None: the ClickHouse poll only
+    events_topic: str | None = CANDLE_EVENTS.name
+    queue_topic: str = GAP_QUEUE.name
     concurrency: int = 4
     #: intervals fetched from Binance (resampled ones are rebuilt by the topology)
     intervals: tuple[str, ...] = ("1m",)
@@ -116,7 +139,8 @@ class BackfillConfig:
     max_inflight_requests: int = 1
 
     def __post_init__(self) -> None:
-        for name in ("poll_interval_s", "backoff_initial_s", "backoff_max_s", "landing_timeout_s"):
+        for name in ("poll_interval_s", "check_interval_s", "backoff_initial_s", "backoff_max_s",
+                     "landing_timeout_s"):  # fmt: skip
             if getattr(self, name) <= 0:
                 raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
         for name in ("concurrency", "max_attempts", "empty_confirmations", "max_inflight_requests"):
@@ -138,6 +162,8 @@ class _Pending:
     """An attempt whose candles were produced; waiting for the topology to store them."""
 
     run: BackfillRun
+    #: the segment's gap_repairs row as the attempt wrote it
+    repair: RepairRow
     market: str
     #: stored bars in the run's range once every produced candle is stored
     target: int
@@ -200,28 +226,84 @@ class Orchestrator:
         self._in_flight: dict[Key, Future[None]] = {}
         self._pending: dict[Key, _Pending] = {}
         self._seen_open: set[Key] = set()
+        #: segments announced by a trigger, until dispatched or seen in ClickHouse
+        self._hints: dict[Key, Trigger] = {}
+        #: gap_repaired events not applied yet
+        self._repaired: dict[Key, Trigger] = {}
+        #: what announced each dispatched segment (gap_detected, scan, poll), newest attempt
+        self.dispatched_by: dict[Key, str] = {}
+        self._wake = threading.Event()
+        #: the trigger consumer while ``run`` runs
+        self.consumer: TriggerConsumer | None = None
+        self._next_due_ms: int | None = None
         self._started_ms = clock_ms()
         self._closed = False
 
     # --- lifecycle -------------------------------------------------------------------------
 
     def run(self, stop_event: threading.Event) -> None:
-        """Poll every ``poll_interval_s`` until ``stop_event`` is set, then close."""
+        """Passes on triggers, finished attempts and timers (see the module docstring) until
+        ``stop_event`` is set, then close."""
+        cfg = self.config
         logger.info(
-            "backfill orchestrator started poll_s=%.2f concurrency=%d markets=%s",
-            self.config.poll_interval_s, self.config.concurrency, sorted(self.rest),
+            "backfill orchestrator started poll_s=%.2f concurrency=%d markets=%s triggers=%s",
+            cfg.poll_interval_s, cfg.concurrency, sorted(self.rest), cfg.events_topic or "off",
         )  # fmt: skip
+        consumer = None
+        if cfg.events_topic is not None:
+            consumer = TriggerConsumer(self.broker_address, self.trigger, events_topic=cfg.events_topic,
+                                       queue_topic=cfg.queue_topic, on_ready=self._wake.set)  # fmt: skip
+            self.consumer = consumer
+            consumer.start()
         try:
             while not stop_event.is_set():
+                self._wake.clear()
                 try:
                     self.run_once(wait=False)
                 except (BackfillError, ClickHouseUnavailableError) as exc:
-                    logger.warning(
-                        "backfill poll failed, retrying in %.2fs: %s", self.config.poll_interval_s, exc
-                    )
-                stop_event.wait(self.config.poll_interval_s)
+                    logger.warning("backfill pass failed, retrying in %.2fs: %s", cfg.check_interval_s, exc)
+                    self._wait(stop_event, cfg.check_interval_s)
+                    continue
+                self._wait(stop_event, self._idle_s())
         finally:
+            if consumer is not None:
+                consumer.stop(timeout_s=2.0)  # a daemon thread: a broker that does not answer holds nothing
             self.close()
+
+    def trigger(self, triggers: list[Trigger]) -> None:
+        """Segments announced by events or a scan (any thread): the next pass starts at once."""
+        cfg = self.config
+        with self._lock:
+            for t in triggers:
+                if t.interval not in cfg.intervals or (
+                    cfg.symbols is not None and t.symbol not in cfg.symbols
+                ):
+                    continue
+                if t.kind == "gap_repaired":
+                    self._hints.pop(t.key, None)
+                    self._repaired[t.key] = t
+                else:
+                    self._hints[t.key] = t
+        self._wake.set()
+
+    def _idle_s(self) -> float:
+        """How long a pass may wait for a trigger: attempts waiting for the topology are checked
+        every ``check_interval_s``, a back-off ends on time, the queue is read every poll."""
+        with self._lock:
+            checking = bool(self._pending or self._in_flight or self._repaired)
+            due = self._next_due_ms
+        idle = self.config.check_interval_s if checking else self.config.poll_interval_s
+        if due is not None:
+            idle = min(idle, max(0.0, (due - self.clock_ms()) / 1000))
+        return idle
+
+    def _wait(self, stop_event: threading.Event, seconds: float) -> None:
+        deadline = time.monotonic() + seconds
+        while not stop_event.is_set() and not self._wake.is_set():
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return
+            self._wake.wait(min(left, 0.25))
 
     def close(self) -> None:
         if self._closed:
@@ -259,15 +341,25 @@ class Orchestrator:
         if self._closed:
             raise BackfillError("the orchestrator is closed")
         now = self.clock_ms()
+        reconciled = self._apply_repaired()
         rows = self._load()
-        reconciled = self._reconcile(rows, now)
+        reconciled += self._reconcile(rows, now)
         if reconciled:
             rows = self._load()
+        with self._lock:
+            hints = dict(self._hints)
+        stored = {s.key for s in rows}
+        # a segment a trigger announced and ClickHouse does not hold yet: the trigger is its row
+        rows += [_announced(t) for k, t in hints.items() if k not in stored]
         due, waiting = self._queue(rows, now)
         with self._lock:
             free = len(due) if wait else max(0, self.config.concurrency - len(self._in_flight))
         take = due[:free]
-        futures = [self._dispatch(s) for s in take]
+        futures = [self._dispatch(s, hints[s.key].kind if s.key in hints else "poll") for s in take]
+        with self._lock:
+            for key in stored | {s.key for s in take}:
+                if self._hints.get(key) is hints.get(key):
+                    self._hints.pop(key, None)
         queue_size = len(due) - len(take) + waiting
         QUEUE_SIZE.set(queue_size)
         if wait and futures:
@@ -285,6 +377,7 @@ class Orchestrator:
                       for p in self._pending.values()]  # fmt: skip
         due: list[SegmentLifecycle] = []
         waiting = 0
+        next_due: int | None = None
         for s in rows:
             if s.state not in ("open", "failed") or s.key in busy:
                 continue
@@ -295,12 +388,15 @@ class Orchestrator:
                 continue  # given up: stays failed, reported by segment_lifecycle
             if s.next_attempt_at is not None and s.next_attempt_at > now:
                 waiting += 1
+                next_due = s.next_attempt_at if next_due is None else min(next_due, s.next_attempt_at)
                 continue
             due.append(s)
         due.sort(key=lambda s: (-s.missing_bars, s.detected_at, s.symbol, s.interval, s.segment_id))
+        with self._lock:
+            self._next_due_ms = next_due
         return due, waiting
 
-    def _dispatch(self, s: SegmentLifecycle) -> Future[None]:
+    def _dispatch(self, s: SegmentLifecycle, trigger: str) -> Future[None]:
         step = interval_ms(s.interval)
         run = BackfillRun(
             run_id=uuid.uuid4().hex, symbol=s.symbol, interval=s.interval, segment_id=s.segment_id,
@@ -309,7 +405,11 @@ class Orchestrator:
             attempts=s.attempts + 1, last_error="", started_at=self.clock_ms(), finished_at=None,
         )  # fmt: skip
         self.ledger.write_run(run)
+        DISPATCHES.labels(trigger).inc()
+        logger.info("backfill dispatch key=%s:%s segment=%d bars=%d trigger=%s",
+                    s.symbol, s.interval, s.segment_id, run.expected_bars, trigger)  # fmt: skip
         with self._lock:
+            self.dispatched_by[s.key] = trigger
             future = self._pool.submit(self._work, s, run)
             self._in_flight[s.key] = future
         return future
@@ -326,6 +426,7 @@ class Orchestrator:
         finally:
             with self._lock:
                 self._in_flight.pop(s.key, None)
+            self._wake.set()  # the next pass: a free worker, an attempt to check
 
     def _attempt(self, s: SegmentLifecycle, run: BackfillRun) -> None:
         cfg = self.config
@@ -385,6 +486,7 @@ class Orchestrator:
         with self._lock:
             self._pending[s.key] = _Pending(
                 run=run,
+                repair=repair,
                 market=market,
                 target=len(stored | produced_times),
                 produced=produced,
@@ -405,7 +507,27 @@ class Orchestrator:
     def _fail(self, repair: RepairRow, run: BackfillRun, error: str, next_at: int, produced: int) -> None:
         self.ledger.failed(repair, run, error, next_at, produced, max_attempts=self.config.max_attempts)
 
-    # --- reconcile (poll thread) -----------------------------------------------------------
+    # --- reconcile (the pass) --------------------------------------------------------------
+
+    def _apply_repaired(self) -> int:
+        """Close the attempts whose segment a ``gap_repaired`` event reported (before ClickHouse
+        shows it); one whose worker still runs is closed at a later pass."""
+        with self._lock:
+            events = list(self._repaired.values())
+        written = 0
+        for t in events:
+            with self._lock:
+                if t.key in self._in_flight:
+                    continue
+                del self._repaired[t.key]
+                pending = self._pending.pop(t.key, None)
+            if pending is None:
+                continue  # not an attempt of ours that waits: the queue's rows will tell
+            MTTR.observe(max(0, (t.repaired_at or t.detected_at) - t.detected_at) / 1000)
+            self._seen_open.discard(t.key)
+            self.ledger.repaired(pending.repair, pending.run)
+            written += 1
+        return written
 
     def _reconcile(self, rows: list[SegmentLifecycle], now: int) -> int:
         cfg = self.config
@@ -424,7 +546,7 @@ class Orchestrator:
                 if key in self._seen_open or pending is not None or (s.repaired_at or 0) >= self._started_ms:
                     MTTR.observe(max(0, (s.repaired_at or now) - s.detected_at) / 1000)
                 self._seen_open.discard(key)
-                self.ledger.repaired(s, pending.run if pending is not None else None)
+                self.ledger.repaired(RepairRow.of(s), pending.run if pending is not None else None)
                 written += 1
                 continue
             if s.state in ("open", "failed", "repairing"):
@@ -476,7 +598,7 @@ class Orchestrator:
                 # it, e.g. a scan opened it while the topology ran): the orchestrator closes it
                 MTTR.observe(max(0, now - s.detected_at) / 1000)
                 self._seen_open.discard(key)
-                self.ledger.repaired(s, run)
+                self.ledger.repaired(RepairRow.of(s), run)
                 continue
             # what is left in the range is what REST did not return: the segment and any piece
             # split off it inside the range count one empty answer
@@ -504,3 +626,14 @@ class Orchestrator:
             if self._producer is None:
                 self._producer = RawProducer(self.broker_address)
             return self._producer
+
+
+def _announced(t: Trigger) -> SegmentLifecycle:
+    """A segment as its trigger announced it, for the queue while ClickHouse does not hold it."""
+    return SegmentLifecycle(
+        symbol=t.symbol, interval=t.interval, segment_id=t.segment_id, segment_end=t.to_open_time,
+        from_open_time=t.from_open_time, to_open_time=t.to_open_time, missing_bars=t.missing_bars,
+        state="open", topology_state="open", repair_state="", detected_at=t.detected_at, repaired_at=None,
+        attempts=0, empty_answers=0, rest_bars=0, last_attempt_at=None, next_attempt_at=None, last_error="",
+        run_id="", updated_at=t.detected_at,
+    )  # fmt: skip

@@ -15,13 +15,16 @@ from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
+import orjson
 import pytest
 from clickhouse_connect.driver.client import Client
 from prometheus_client import REGISTRY
 
 from fakes.binance import Datasets, FakeBinance, RestFault, load_freqtrade_json, load_vision_zip
 from ohlcv.infra.clickhouse import make_client
+from ohlcv.infra.kafka import ensure_topics
 from schemas.klines import Candle
+from schemas.topics import CANDLE_EVENTS, GAP_QUEUE, GapQueued, TopicSpec
 from sinks.clickhouse_bulk import insert_candles, load_files
 from streams.backfill import (
     BackfillConfig,
@@ -30,6 +33,7 @@ from streams.backfill import (
     backfill_runs,
     segment_lifecycle,
 )
+from streams.backfill.triggers import GapNotifier, Trigger, parse_trigger
 from streams.continuity import queue_missing, scan
 from streams.replay import replay_to_kafka
 from tests.conftest import DATA
@@ -157,7 +161,7 @@ def test_stop_during_a_long_retry_after_is_prompt_and_costs_no_attempt(
         fake.push_rest_fault(RestFault.too_many_requests(retry_after_s=30))
         orch = Orchestrator(
             orch_client, rest_urls={"spot": fake.urls.spot_rest}, broker_address="127.0.0.1:9",
-            config=BackfillConfig(poll_interval_s=0.1),
+            config=BackfillConfig(poll_interval_s=0.1, events_topic=None),  # no broker: the poll only
         )  # fmt: skip
         stop = threading.Event()
         thread = threading.Thread(target=orch.run, args=(stop,))
@@ -184,7 +188,58 @@ def test_stop_during_a_long_retry_after_is_prompt_and_costs_no_attempt(
 
 
 @pytest.mark.broker
-def test_dropped_ranges_are_detected_and_repaired_through_kafka(
+def triggered_config(broker: str, topics: dict[str, str], **options: Any) -> BackfillConfig:
+    """An orchestrator on the test's topics whose ClickHouse poll (60 s) never comes in a test:
+    what it repairs, a trigger started."""
+    queue = TopicSpec(name=f"{topics['raw']}.gap.queue", key=GAP_QUEUE.key, value_schema={}, description="",
+                      partitions=GAP_QUEUE.partitions, retention_ms=GAP_QUEUE.retention_ms)  # fmt: skip
+    ensure_topics(broker, (queue,))
+    return BackfillConfig(default_market="usdm", raw_topic=topics["raw"], events_topic=topics["events"],
+                          queue_topic=queue.name, poll_interval_s=60.0, **options)  # fmt: skip
+
+
+def start(orch: Orchestrator) -> tuple[threading.Thread, threading.Event]:
+    """``orch.run`` in a thread, returned once its trigger consumer has its partitions."""
+    stop = threading.Event()
+    thread = threading.Thread(target=orch.run, args=(stop,), name="orchestrator")
+    thread.start()
+    wait_until(lambda: orch.consumer is not None and orch.consumer.ready.is_set(), 20, "the trigger consumer")
+    return thread, stop
+
+
+def test_a_trigger_is_read_from_a_gap_event_or_a_scan_notice_and_nothing_else() -> None:
+    detected = {
+        "type": "gap_detected",
+        "symbol": "XRPUSDT",
+        "interval": "1m",
+        "seq": 9,
+        "emitted_at": 5_000,
+        "segment_id": 120_000,
+        "from_open_time": 120_000,
+        "to_open_time": 240_000,
+        "missing_bars": 3,
+    }
+    repaired = {**detected, "type": "gap_repaired", "detected_at": 5_000, "repaired_at": 7_500}
+    t = parse_trigger(CANDLE_EVENTS.name, orjson.dumps(detected))
+    assert t == Trigger("gap_detected", "XRPUSDT", "1m", 120_000, 120_000, 240_000, 3, 5_000)
+    r = parse_trigger(CANDLE_EVENTS.name, orjson.dumps(repaired))
+    assert r is not None and (r.kind, r.key, r.detected_at, r.repaired_at) == (
+        "gap_repaired", ("XRPUSDT", "1m", 120_000), 5_000, 7_500,
+    )  # fmt: skip
+    append = {"type": "append", "symbol": "XRPUSDT", "interval": "1m", "seq": 10, "emitted_at": 1, "count": 0,
+              "candles": [], "late": False}  # fmt: skip
+    assert parse_trigger(CANDLE_EVENTS.name, orjson.dumps(append)) is None
+    assert parse_trigger(CANDLE_EVENTS.name, b'{"type": "gap_detected"}') is None  # no range: not a trigger
+    notice = GapQueued(symbol="NEARUSDT", interval="1m", segment_id=60_000, from_open_time=60_000,
+                       to_open_time=60_000, missing_bars=1, queued_at=42)  # fmt: skip
+    assert parse_trigger(GAP_QUEUE.name, notice.model_dump_json().encode()) == Trigger(
+        "scan", "NEARUSDT", "1m", 60_000, 60_000, 60_000, 1, 42
+    )
+    assert parse_trigger(GAP_QUEUE.name, b"{}") is None
+
+
+@pytest.mark.broker
+def test_dropped_ranges_are_repaired_on_their_gap_detected_events_without_the_poll(
     broker: str, topic_prefix: str, ch: Client, orch_client: Client, ch_url: str, ch_db: str, tmp_path: Path
 ) -> None:
     source = list(vision_candles("LINKUSDT")[:1500])
@@ -194,19 +249,15 @@ def test_dropped_ranges_are_detected_and_repaired_through_kafka(
     group, state = f"g-{uuid.uuid4().hex[:8]}", tmp_path / "state"
     mttr_before = metric("kline_gap_mttr_seconds_count")
     success_before = metric("ohlcv_backfill_runs_total", status="success")
+    by_event_before = metric("ohlcv_backfill_dispatches_total", trigger="gap_detected")
     with FakeBinance(Datasets([load_vision_zip(VISION_DIR / "LINKUSDT-1m-2026-02.zip")])) as fake:
-        orch = Orchestrator(
-            orch_client,
-            rest_urls={"usdm": fake.urls.usdm_rest},
-            broker_address=broker,
-            config=BackfillConfig(default_market="usdm", raw_topic=topics["raw"]),  # default 1 s polling
-        )
-        stop = threading.Event()
-        thread = threading.Thread(target=orch.run, args=(stop,), name="orchestrator")
-        thread.start()
+        orch = Orchestrator(orch_client, rest_urls={"usdm": fake.urls.usdm_rest}, broker_address=broker,
+                            config=triggered_config(broker, topics))  # fmt: skip
+        thread, stop = start(orch)  # its first pass is done: the queue in ClickHouse is empty
         try:
             # the topology (main thread: it owns the signal handlers) detects the gaps; the
-            # orchestrator, polling meanwhile, repairs them while the topology is still running
+            # orchestrator repairs each on its gap_detected event while the topology still runs
+            # (the next poll is a minute away, this test takes less)
             run_topology(broker, topics, ch_url, ch_db, state, resample=(), group=group, idle_timeout_s=6)
             wait_until(
                 lambda: [s.repair_state for s in segment_lifecycle(ch, "LINKUSDT", "1m")] == ["repaired"] * 3,
@@ -243,6 +294,9 @@ def test_dropped_ranges_are_detected_and_repaired_through_kafka(
     assert metric("kline_gap_mttr_seconds_count") - mttr_before == 3
     assert metric("ohlcv_backfill_runs_total", status="success") - success_before == 3
     assert metric("ohlcv_backfill_queue_size") == 0
+    # every attempt was started by its segment's event, none by a read of the ClickHouse queue
+    assert orch.dispatched_by == {("LINKUSDT", "1m", i): "gap_detected" for i in ids}
+    assert metric("ohlcv_backfill_dispatches_total", trigger="gap_detected") - by_event_before == 3
     # how long detection -> repair takes is measured by bench/gap_repair.py, not asserted here
 
 
@@ -381,5 +435,64 @@ def test_a_hole_found_by_a_scan_is_queued_repaired_and_closed_by_the_topology(
         hole, "repaired", "repaired", "repaired",
     )  # fmt: skip
     assert events(ch, "NEARUSDT", "gap_repaired") == [hole]
+    assert [(r.status, r.loaded_bars) for r in backfill_runs(ch, "NEARUSDT")] == [("success", 30)]
+    assert scan(ch, "NEARUSDT", "1m").missing == ()
+
+
+@pytest.mark.broker
+def test_a_hole_a_scan_opens_on_a_running_stack_is_repaired_on_its_notice(
+    broker: str, topic_prefix: str, ch: Client, orch_client: Client, ch_url: str, ch_db: str, tmp_path: Path
+) -> None:
+    # history bulk-loaded (no topology saw it) with 30 bars missing; the live stream goes on
+    source = list(vision_candles("NEARUSDT")[:700])
+    assert insert_candles(ch, drop(source[:600], [(250, 280)])) == 570
+    hole, key = source[250].open_time, ("NEARUSDT", "1m", source[250].open_time)
+    topics = unique_topics(broker, topic_prefix)
+    replay_to_kafka(broker, source[600:], topic=topics["raw"], source="import", market="usdm")
+    scanned: dict[str, Any] = {}
+
+    def scan_when_running() -> None:
+        """``ohlcv scan --queue-missing`` on the running stack: the topology has seeded the stream
+        (its first live candles are stored) before the scan opens the segment."""
+        client = make_client(ch_url, ch_db)
+        try:
+            wait_until(lambda: len(stored(client, "NEARUSDT")) > 570, 30, "the topology storing live candles")
+            queued = queue_missing(client, scan(client, "NEARUSDT", "1m"))
+            scanned["segments"] = queued.segments()
+            scanned["at"] = time.monotonic()
+            assert GapNotifier(broker, cfg.queue_topic).notify("NEARUSDT", "1m", queued.segments()) == 1
+
+            def closed() -> bool:
+                return [s.state for s in segment_lifecycle(client, "NEARUSDT", "1m")] == ["repaired"]
+
+            wait_until(closed, 30, "the scan's segment repaired")
+            scanned["took_s"] = time.monotonic() - scanned["at"]
+        finally:
+            client.close()
+
+    with FakeBinance(Datasets([load_vision_zip(VISION_DIR / "NEARUSDT-1m-2026-02.zip")])) as fake:
+        cfg = triggered_config(broker, topics)
+        orch = Orchestrator(orch_client, rest_urls={"usdm": fake.urls.usdm_rest}, broker_address=broker,
+                            config=cfg)  # fmt: skip
+        thread, stop = start(orch)
+        scanner = threading.Thread(target=scan_when_running, name="scan")
+        scanner.start()
+        try:
+            run_topology(broker, topics, ch_url, ch_db, tmp_path / "state", resample=(), idle_timeout_s=6)
+            scanner.join(40)
+        finally:
+            stop.set()
+            thread.join(30)
+    assert scanned["segments"] == [(hole, hole, source[279].open_time, 30)]
+    assert scanned["took_s"] < 10  # the next poll would be a minute after the orchestrator started
+    assert orch.dispatched_by == {key: "scan"}
+    assert stored(ch, "NEARUSDT") == [values(c) for c in source]
+    [seg] = segment_lifecycle(ch, "NEARUSDT", "1m")
+    # the running topology never held the segment (it seeds open segments at a stream's first
+    # record), so the orchestrator closes it once every bar is stored; no gap_repaired event
+    assert (seg.segment_id, seg.state, seg.topology_state, seg.repair_state) == (
+        hole, "repaired", "open", "repaired",
+    )  # fmt: skip
+    assert events(ch, "NEARUSDT", "gap_repaired") == []
     assert [(r.status, r.loaded_bars) for r in backfill_runs(ch, "NEARUSDT")] == [("success", 30)]
     assert scan(ch, "NEARUSDT", "1m").missing == ()
