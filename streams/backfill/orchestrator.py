@@ -255,6 +255,8 @@ class Orchestrator:
                                        queue_topic=cfg.queue_topic, on_ready=self._wake.set)  # fmt: skip
             self.consumer = consumer
             consumer.start()
+        # the first repair should not wait for the producer's connection; nor should the passes
+        threading.Thread(target=self._connect_producer, name="backfill-producer", daemon=True).start()
         try:
             while not stop_event.is_set():
                 self._wake.clear()
@@ -618,6 +620,14 @@ class Orchestrator:
         return written
 
     # --- Kafka -----------------------------------------------------------------------------
+
+    def _connect_producer(self) -> None:
+        from streams.replay import ReplayError
+
+        try:
+            self._get_producer().connect(self.config.raw_topic)
+        except ReplayError as exc:
+            logger.warning("backfill producer not connected yet (the first attempt will retry): %s", exc)
 
     def _get_producer(self) -> RawProducer:
         from streams.replay import RawProducer

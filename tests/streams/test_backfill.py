@@ -22,9 +22,8 @@ from prometheus_client import REGISTRY
 
 from fakes.binance import Datasets, FakeBinance, RestFault, load_freqtrade_json, load_vision_zip
 from ohlcv.infra.clickhouse import make_client
-from ohlcv.infra.kafka import ensure_topics
 from schemas.klines import Candle
-from schemas.topics import CANDLE_EVENTS, GAP_QUEUE, GapQueued, TopicSpec
+from schemas.topics import CANDLE_EVENTS, GAP_QUEUE, GapQueued
 from sinks.clickhouse_bulk import insert_candles, load_files
 from streams.backfill import (
     BackfillConfig,
@@ -188,14 +187,11 @@ def test_stop_during_a_long_retry_after_is_prompt_and_costs_no_attempt(
 
 
 @pytest.mark.broker
-def triggered_config(broker: str, topics: dict[str, str], **options: Any) -> BackfillConfig:
+def triggered_config(topics: dict[str, str], **options: Any) -> BackfillConfig:
     """An orchestrator on the test's topics whose ClickHouse poll (60 s) never comes in a test:
     what it repairs, a trigger started."""
-    queue = TopicSpec(name=f"{topics['raw']}.gap.queue", key=GAP_QUEUE.key, value_schema={}, description="",
-                      partitions=GAP_QUEUE.partitions, retention_ms=GAP_QUEUE.retention_ms)  # fmt: skip
-    ensure_topics(broker, (queue,))
     return BackfillConfig(default_market="usdm", raw_topic=topics["raw"], events_topic=topics["events"],
-                          queue_topic=queue.name, poll_interval_s=60.0, **options)  # fmt: skip
+                          queue_topic=topics["gap_queue"], poll_interval_s=60.0, **options)  # fmt: skip
 
 
 def start(orch: Orchestrator) -> tuple[threading.Thread, threading.Event]:
@@ -252,7 +248,7 @@ def test_dropped_ranges_are_repaired_on_their_gap_detected_events_without_the_po
     by_event_before = metric("ohlcv_backfill_dispatches_total", trigger="gap_detected")
     with FakeBinance(Datasets([load_vision_zip(VISION_DIR / "LINKUSDT-1m-2026-02.zip")])) as fake:
         orch = Orchestrator(orch_client, rest_urls={"usdm": fake.urls.usdm_rest}, broker_address=broker,
-                            config=triggered_config(broker, topics))  # fmt: skip
+                            config=triggered_config(topics))  # fmt: skip
         thread, stop = start(orch)  # its first pass is done: the queue in ClickHouse is empty
         try:
             # the topology (main thread: it owns the signal handlers) detects the gaps; the
@@ -471,7 +467,7 @@ def test_a_hole_a_scan_opens_on_a_running_stack_is_repaired_on_its_notice(
             client.close()
 
     with FakeBinance(Datasets([load_vision_zip(VISION_DIR / "NEARUSDT-1m-2026-02.zip")])) as fake:
-        cfg = triggered_config(broker, topics)
+        cfg = triggered_config(topics)
         orch = Orchestrator(orch_client, rest_urls={"usdm": fake.urls.usdm_rest}, broker_address=broker,
                             config=cfg)  # fmt: skip
         thread, stop = start(orch)
