@@ -63,17 +63,16 @@ def parse_trigger(topic: str, value: bytes, events_topic: str = CANDLE_EVENTS.na
             return None
         try:
             ev = orjson.loads(value)
-            if ev.get("type") == "gap_detected":
-                return Trigger("gap_detected", ev["symbol"], ev["interval"], int(ev["segment_id"]),
-                               int(ev["from_open_time"]), int(ev["to_open_time"]), int(ev["missing_bars"]),
-                               int(ev["emitted_at"]))  # fmt: skip
-            if ev.get("type") == "gap_repaired":
-                return Trigger("gap_repaired", ev["symbol"], ev["interval"], int(ev["segment_id"]),
-                               int(ev["from_open_time"]), int(ev["to_open_time"]), int(ev["missing_bars"]),
-                               int(ev["detected_at"]), int(ev["repaired_at"]))  # fmt: skip
+            kind = ev.get("type")
+            if kind not in ("gap_detected", "gap_repaired"):
+                return None
+            repaired = kind == "gap_repaired"
+            return Trigger(kind, ev["symbol"], ev["interval"], int(ev["segment_id"]),
+                           int(ev["from_open_time"]), int(ev["to_open_time"]), int(ev["missing_bars"]),
+                           int(ev["detected_at"] if repaired else ev["emitted_at"]),
+                           int(ev["repaired_at"]) if repaired else None)  # fmt: skip
         except (orjson.JSONDecodeError, KeyError, TypeError, ValueError, AttributeError):
             return None
-        return None
     try:
         q = GapQueued.model_validate_json(value)
     except ValidationError:

@@ -8,6 +8,9 @@ Kafka and the topology closes the segments.
 from __future__ import annotations
 
 import itertools
+import os
+import subprocess
+import sys
 import threading
 import time
 import uuid
@@ -22,6 +25,8 @@ from prometheus_client import REGISTRY
 
 from fakes.binance import Datasets, FakeBinance, RestFault, load_freqtrade_json, load_vision_zip
 from ohlcv.infra.clickhouse import make_client
+from ohlcv.infra.kafka import ensure_topics
+from ohlcv.settings import Settings
 from schemas.klines import Candle
 from schemas.topics import CANDLE_EVENTS, GAP_QUEUE, GapQueued
 from sinks.clickhouse_bulk import insert_candles, load_files
@@ -32,8 +37,8 @@ from streams.backfill import (
     backfill_runs,
     segment_lifecycle,
 )
-from streams.backfill.triggers import GapNotifier, Trigger, parse_trigger
-from streams.continuity import queue_missing, scan
+from streams.backfill.triggers import GapNotifier, Trigger, TriggerConsumer, parse_trigger
+from streams.continuity import ContinuityScheduler, QueueResult, queue_missing, scan
 from streams.replay import replay_to_kafka
 from tests.conftest import DATA
 from tests.topologies.helpers import vision_candles, xrp_candles
@@ -42,8 +47,8 @@ from tests.topologies.pipeline import run_topology, unique_topics
 MIN = 60_000
 VISION_DIR = DATA / "binance-vision" / "futures-um" / "1m"
 XRP_JSON = DATA / "freqtrade" / "binance" / "XRP_USDT-1m.json"
-OUT1 = (1618883940000 + MIN, 1618893000000 - MIN)  # 150 bars
-OUT2 = (1619323260000 + MIN, 1619340300000 - MIN)  # 283 bars
+OUT1 = (1618883940000 + MIN, 1618893000000 - MIN, 150)  # the XRP dump's two outages: first, last, bars
+OUT2 = (1619323260000 + MIN, 1619340300000 - MIN, 283)
 
 
 def metric(name: str, **labels: str) -> float:
@@ -492,3 +497,70 @@ def test_a_hole_a_scan_opens_on_a_running_stack_is_repaired_on_its_notice(
     assert events(ch, "NEARUSDT", "gap_repaired") == []
     assert [(r.status, r.loaded_bars) for r in backfill_runs(ch, "NEARUSDT")] == [("success", 30)]
     assert scan(ch, "NEARUSDT", "1m").missing == ()
+
+
+def collect_triggers(broker: str, topics: dict[str, str]) -> tuple[TriggerConsumer, list[Trigger]]:
+    """The orchestrator's trigger consumer on ``topics``, collecting what it reads."""
+    got: list[Trigger] = []
+    consumer = TriggerConsumer(
+        broker, got.extend, events_topic=topics["events"], queue_topic=topics["gap_queue"]
+    )
+    consumer.start()
+    wait_until(consumer.ready.is_set, 20, "the trigger consumer")
+    return consumer, got
+
+
+@pytest.mark.broker
+def test_the_scheduled_scan_announces_the_segments_it_opens(
+    broker: str, topic_prefix: str, ch: Client
+) -> None:
+    assert load_files(ch, [XRP_JSON]).inserted == 61_274
+    topics = unique_topics(broker, topic_prefix)
+    consumer, got = collect_triggers(broker, topics)
+    notifier = GapNotifier(broker, topics["gap_queue"])
+
+    def announce(symbol: str, interval: str, queued: QueueResult) -> None:  # as ohlcv.services wires it
+        notifier.notify(symbol, interval, queued.segments())
+
+    scheduler = ContinuityScheduler(ch, [("XRPUSDT", "1m")], windows_days=(365,), queue_missing=True,
+                                    clock_ms=lambda: 1621023960000 + MIN, on_queued=announce)  # fmt: skip
+    try:
+        scheduler.scan_all()
+        wait_until(lambda: len(got) == 2, 10, "the scan's two notices")
+        scheduler.scan_all()  # nothing new is opened, nothing announced
+        time.sleep(0.5)
+    finally:
+        consumer.stop()
+    assert [(t.kind, t.segment_id, t.from_open_time, t.to_open_time, t.missing_bars) for t in got] == [
+        ("scan", a, a, b, n) for a, b, n in (OUT1, OUT2)
+    ]
+    assert [s.segment_id for s in segment_lifecycle(ch, "XRPUSDT", "1m")] == [OUT1[0], OUT2[0]]
+
+
+@pytest.mark.broker
+def test_ohlcv_scan_queue_missing_announces_to_a_running_stack(
+    broker: str, topic_prefix: str, tmp_path: Path
+) -> None:
+    """``ohlcv scan --queue-missing`` in its own process (a ClickHouse server's deployment: chDB
+    allows one process per path) tells the orchestrator of the stack on KAFKA_BROKER_ADDRESS."""
+    ensure_topics(broker, (GAP_QUEUE,))  # the CLI announces on the real name
+    events = unique_topics(broker, topic_prefix)["events"]
+    consumer, got = collect_triggers(broker, {"events": events, "gap_queue": GAP_QUEUE.name})
+    ohlcv = Path(sys.executable).parent / "ohlcv"
+    ours = {name.upper() for name in Settings.model_fields}
+    env = {k: v for k, v in os.environ.items() if k not in ours}
+    env.update({"DATA_DIR": str(tmp_path / "data"), "CLICKHOUSE_URL": f"chdb://{tmp_path / 'ch'}",
+                "SYMBOLS": "XRPUSDT", "INTERVALS": "1m", "KAFKA_BROKER_ADDRESS": broker})  # fmt: skip
+    try:
+        for args in (["import", str(XRP_JSON), "--mode", "bulk"],
+                     ["scan", "--interval", "1m", "--days", "2500", "--queue-missing"]):  # fmt: skip
+            done = subprocess.run([str(ohlcv), *args], check=False, cwd=tmp_path, env=env,
+                                  capture_output=True, text=True, timeout=120)  # fmt: skip
+            assert done.returncode == 0, done.stderr
+        wait_until(lambda: len([t for t in got if t.symbol == "XRPUSDT"]) == 2, 10, "the CLI's two notices")
+    finally:
+        consumer.stop()
+    assert [(t.kind, t.segment_id, t.missing_bars) for t in got if t.symbol == "XRPUSDT"] == [
+        ("scan", OUT1[0], 150),
+        ("scan", OUT2[0], 283),
+    ]
