@@ -57,6 +57,11 @@ class Ledger:
         with self._lock:
             return segment_lifecycles(self.client, symbols=symbols, intervals=intervals, work=True)
 
+    def lifecycles(self, symbols: Sequence[str], intervals: Sequence[str]) -> list[SegmentLifecycle]:
+        """Every segment of the streams, whatever its state."""
+        with self._lock:
+            return segment_lifecycles(self.client, symbols=symbols, intervals=intervals)
+
     def run(self, run_id: str) -> BackfillRun | None:
         with self._lock:
             return backfill_run(self.client, run_id)

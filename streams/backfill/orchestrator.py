@@ -351,8 +351,13 @@ class Orchestrator:
         with self._lock:
             hints = dict(self._hints)
         stored = {s.key for s in rows}
-        # a segment a trigger announced and ClickHouse does not hold yet: the trigger is its row
-        rows += [_announced(t) for k, t in hints.items() if k not in stored]
+        fresh = {k: t for k, t in hints.items() if k not in stored}
+        if fresh:
+            # held in a state that needs no work (exchange_gap, repaired, given up: a re-detection
+            # after a replay) is not attempted again; not held yet, the trigger is the segment's row
+            done = self.ledger.lifecycles(sorted({k[0] for k in fresh}), sorted({k[1] for k in fresh}))
+            stored |= {s.key for s in done}
+        rows += [_announced(t) for k, t in fresh.items() if k not in stored]
         due, waiting = self._queue(rows, now)
         with self._lock:
             free = len(due) if wait else max(0, self.config.concurrency - len(self._in_flight))

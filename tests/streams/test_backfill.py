@@ -564,3 +564,46 @@ def test_ohlcv_scan_queue_missing_announces_to_a_running_stack(
         ("scan", OUT1[0], 150),
         ("scan", OUT2[0], 283),
     ]
+
+
+@pytest.mark.broker
+def test_an_event_alone_starts_a_fetch_and_a_settled_segment_is_not_tried_again(
+    broker: str, topic_prefix: str, ch: Client, orch_client: Client
+) -> None:
+    source = list(vision_candles("NEARUSDT")[:100])
+    now = int(time.time() * 1000)
+    # an exchange gap settled earlier, detected again (a replay after a crash re-detects segments)
+    settled = source[10].open_time
+    ch.insert("gap_segments", [["NEARUSDT", "1m", settled, settled + 4 * MIN, settled, settled + 4 * MIN, 5,
+                                "open", now - 9000, None, now, now]], column_names=[
+        "symbol", "interval", "segment_id", "segment_end", "from_open_time", "to_open_time", "missing_bars",
+        "state", "detected_at", "repaired_at", "updated_at", "version"])  # fmt: skip
+    ch.insert("gap_repairs", [["NEARUSDT", "1m", settled, "exchange_gap", 2, 2, 0, now - 5000, None, "", "r0",
+                               now, 1]], column_names=[
+        "symbol", "interval", "segment_id", "state", "attempts", "empty_answers", "rest_bars",
+        "last_attempt_at", "next_attempt_at", "last_error", "run_id", "updated_at", "version"])  # fmt: skip
+    # a segment only the event knows yet (its row comes with the topology's next checkpoint)
+    new, to = source[50].open_time, source[59].open_time
+    topics = unique_topics(broker, topic_prefix)
+    with (
+        FakeBinance(Datasets([load_vision_zip(VISION_DIR / "NEARUSDT-1m-2026-02.zip")])) as fake,
+        Orchestrator(orch_client, rest_urls={"usdm": fake.urls.usdm_rest}, broker_address=broker,
+                     config=triggered_config(topics)) as orch,
+    ):  # fmt: skip
+        orch.trigger([
+            Trigger("gap_detected", "NEARUSDT", "1m", settled, settled, settled + 4 * MIN, 5, now),
+            Trigger("gap_detected", "NEARUSDT", "1m", new, new, to, 10, now),
+            Trigger("gap_detected", "NEARUSDT", "5m", new, new, new, 1, now),  # rebuilt by the resampler
+        ])  # fmt: skip
+        poll = orch.run_once()
+        assert orch.run_once().dispatched == ()  # the hint is spent: the attempt waits for the topology
+        assert [r.status for r in fake.rest_requests] == [200]
+    assert poll.dispatched == (("NEARUSDT", "1m", new),)
+    assert orch.dispatched_by == {("NEARUSDT", "1m", new): "gap_detected"}
+    [run] = backfill_runs(ch, "NEARUSDT")
+    assert (run.segment_id, run.from_open_time, run.to_open_time, run.expected_bars, run.loaded_bars) == (
+        new, new, to, 10, 10,
+    )  # fmt: skip
+    assert [(s.segment_id, s.state) for s in segment_lifecycle(ch, "NEARUSDT", "1m")] == [
+        (settled, "exchange_gap")
+    ]
