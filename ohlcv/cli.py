@@ -91,7 +91,7 @@ def up(verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False) -> Non
     from ohlcv.runtime import run_stack
 
     _setup_logging(verbose)
-    run_stack(_settings(), demo=False)
+    run_stack(_settings())
 
 
 @app.command("demo")
@@ -99,13 +99,13 @@ def demo(verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False) -> N
     """`up`, plus the bundled real sample replayed as a live market."""
     import os
 
-    from ohlcv.demo import DEMO_SYMBOLS
+    from ohlcv.demo import DEMO, DEMO_SYMBOLS
     from ohlcv.runtime import run_stack
 
     _setup_logging(verbose)
     # the demo serves the bundled sample's symbols unless the user chose others
     chosen = {"SYMBOLS", "SYMBOL"} & set(os.environ)
-    run_stack(load_settings() if chosen else load_settings(symbols=DEMO_SYMBOLS), demo=True)
+    run_stack(load_settings() if chosen else load_settings(symbols=DEMO_SYMBOLS), extensions=[DEMO])
 
 
 from ohlcv.cli_ops import init_command, run_app  # noqa: E402
@@ -298,6 +298,20 @@ def _import_dead_letters(settings: Settings, bad_rows: list[Any]) -> None:
 # --- scan: continuity of stored candles ------------------------------------------------------
 
 
+def _announce_queued(settings: Settings, reports: list[tuple[Any, Any]]) -> None:
+    """Tell a running stack's gap orchestrator about the segments just queued (on
+    ``ohlcv.gap.queue``); without a broker to reach, its ClickHouse poll finds them."""
+    from ohlcv.runtime import read_run_file
+    from streams.backfill.triggers import GapNotifier
+
+    broker = settings.kafka_broker_address or (read_run_file(settings) or {}).get("broker_address")
+    queued = [(r.symbol, r.interval, q.segments()) for r, q in reports if q is not None and q.segments()]
+    if broker and queued:
+        notifier = GapNotifier(str(broker))
+        for symbol, interval, segments in queued:
+            notifier.notify(symbol, interval, segments)
+
+
 @app.command("scan")
 def scan_command(
     *,
@@ -423,6 +437,8 @@ def scan_command(
                 progress.advance(task)
     finally:
         client.close()
+    if queue:
+        _announce_queued(settings, reports)
     table = Table(title=title, box=box.SIMPLE_HEAD, pad_edge=False, padding=0)
     for col in ("symbol", "iv", "expected", "present", "complete", "gaps", "missing", "max gap"):
         table.add_column(col, justify="left" if col in ("symbol", "iv") else "right", no_wrap=True)

@@ -23,7 +23,9 @@ import time
 from collections import Counter
 from pathlib import Path
 
+from fakes.binance import Datasets, FakeBinance, Playback
 from ohlcv.infra.clickhouse import make_client
+from ohlcv.services import Extension, Services
 
 logger = logging.getLogger(__name__)
 
@@ -34,13 +36,9 @@ DEMO_SYMBOLS = ["XRPUSDT", "LINKUSDT", "AVAXUSDT", "NEARUSDT"]
 LIVE_MS = 86_400_000  # the last day of the dump is the "live" market
 
 
-def start_fake_binance_rest(services: object) -> None:
+def start_fake_binance_rest(services: Services) -> None:
     """No internet here: the orchestrator repairs from a local fake Binance REST that serves the
     bundled sample with Binance's real protocol. Its URLs replace the configured ones."""
-    from ohlcv.fake_binance import Datasets, FakeBinance, Playback
-    from ohlcv.services import Services
-
-    assert isinstance(services, Services)
     datasets = Datasets.from_data_dir(DATA)
     fake = FakeBinance(datasets, playback=Playback(autostart=False))
     urls = fake.start()
@@ -59,13 +57,11 @@ def start_fake_binance_rest(services: object) -> None:
     )
 
 
-def start_demo(services: object, stop: threading.Event) -> None:
-    from ohlcv.services import Services
+def start_demo(services: Services, stop: threading.Event) -> None:
     from sinks.clickhouse_bulk import insert_candles, load_files
     from streams.importers import read_candles
     from streams.replay import replay_to_kafka
 
-    assert isinstance(services, Services)
     settings = services.stack.settings
     client = make_client(settings.clickhouse_dsn)
     vision = sorted(VISION_DIR.glob("*.zip"))
@@ -128,3 +124,7 @@ def _status(url: str, stop: threading.Event, every_s: float = 5.0) -> None:
             f"repaired {states['repaired']}  last event {lag:.1f}s ago",
             flush=True,
         )
+
+
+#: the demo on top of the stack: the fake Binance REST before the services, the sample after them
+DEMO = Extension(prepare=start_fake_binance_rest, start=start_demo)

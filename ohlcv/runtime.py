@@ -15,13 +15,13 @@ import os
 import signal
 import threading
 import time
-from collections.abc import Iterator
-from dataclasses import dataclass, field
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 from ohlcv.errors import OhlcvError
 from ohlcv.infra.broker import EmbeddedBroker, wait_for_broker
+from ohlcv.services import Extension, Stack, start_services
 from ohlcv.settings import Settings
 
 logger = logging.getLogger(__name__)
@@ -66,18 +66,6 @@ def running_broker(settings: Settings) -> Iterator[str]:
         yield broker.address
 
 
-@dataclass
-class Stack:
-    """Handles of a started stack, for the services that need them."""
-
-    settings: Settings
-    broker_address: str
-    broker: EmbeddedBroker | None
-    api_url: str | None = None
-    #: set once the run file is published; the API's /healthz says 503 "starting" until then
-    ready: threading.Event = field(default_factory=threading.Event)
-
-
 @contextlib.contextmanager
 def started_infrastructure(settings: Settings) -> Iterator[Stack]:
     """Start (or reach) the broker and ClickHouse, apply migrations and ensure topics."""
@@ -110,8 +98,9 @@ def _safe(url: str) -> str:
     return url.replace(f":{p.password}@", ":***@") if p.password else url
 
 
-def run_stack(settings: Settings, *, demo: bool) -> None:
-    """Run every service until SIGINT/SIGTERM, then stop them all and the embedded broker."""
+def run_stack(settings: Settings, *, extensions: Sequence[Extension] = ()) -> None:
+    """Run every service (and the extensions') until SIGINT/SIGTERM, then stop them all and the
+    embedded broker."""
     stop = threading.Event()
 
     def _on_signal(signum: int, _frame: object) -> None:
@@ -123,9 +112,7 @@ def run_stack(settings: Settings, *, demo: bool) -> None:
     with started_infrastructure(settings) as stack:
         run_file = _run_file(settings)
         run_file.parent.mkdir(parents=True, exist_ok=True)
-        from ohlcv.services import start_services
-
-        with start_services(stack, demo=demo, stop=stop) as services:
+        with start_services(stack, stop=stop, extensions=extensions) as services:
             # whole or absent for a reader (rename is atomic), and published before /healthz is ok
             tmp = run_file.with_suffix(".tmp")
             tmp.write_text(

@@ -2,6 +2,10 @@
 
 Each service is a thread (API server, sources) or the main-thread loop (topologies). They are
 started in dependency order and stopped in reverse; a failure of any one stops the rest.
+
+Layering: ``ohlcv.runtime`` starts the infrastructure and composes these services; a
+composition on top (the demo, ``ohlcv.demo``) adds its own through an ``Extension``. Nothing
+here imports the runtime or a composition.
 """
 
 from __future__ import annotations
@@ -9,13 +13,25 @@ from __future__ import annotations
 import contextlib
 import logging
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 
-from ohlcv.infra.broker import free_port
-from ohlcv.runtime import Stack
+from ohlcv.infra.broker import EmbeddedBroker, free_port
+from ohlcv.settings import Settings
 
 logger = logging.getLogger(__name__)
+
+
+@dataclass
+class Stack:
+    """Handles of a started stack, for the services that need them."""
+
+    settings: Settings
+    broker_address: str
+    broker: EmbeddedBroker | None
+    api_url: str | None = None
+    #: set once the run file is published; the API's /healthz says 503 "starting" until then
+    ready: threading.Event = field(default_factory=threading.Event)
 
 
 @dataclass
@@ -123,19 +139,30 @@ def _stop_on(
 
 
 def _start_continuity(services: Services) -> None:
-    """The scheduled continuity scan and, when enabled, the gap orchestrator (threads)."""
+    """The scheduled continuity scan and, when enabled, the gap orchestrator (threads).
+
+    The scan announces the segments it opens on ``ohlcv.gap.queue``, the path ``ohlcv scan
+    --queue-missing`` of another process takes too; the orchestrator reads it and the candle
+    events (``streams.backfill.triggers``)."""
     from ohlcv.infra.clickhouse import make_client
     from streams.backfill import BackfillConfig, Orchestrator
-    from streams.continuity import ContinuityScheduler
+    from streams.backfill.triggers import GapNotifier
+    from streams.continuity import ContinuityScheduler, QueueResult
 
     settings = services.stack.settings
     streams = [(s, iv) for s in settings.symbols for iv in settings.all_intervals]
+    notifier = GapNotifier(services.stack.broker_address)
+
+    def _announce(symbol: str, interval: str, queued: QueueResult) -> None:
+        notifier.notify(symbol, interval, queued.segments())
+
     scheduler = ContinuityScheduler(
         make_client(settings.clickhouse_dsn),
         streams,
         every_s=settings.continuity_scan_interval_s,
         windows_days=settings.continuity_windows_days,
         queue_missing=settings.continuity_queue_missing,
+        on_queued=_announce,
     )
     scheduler.start()
     services.threads.append(scheduler)
@@ -167,21 +194,28 @@ def _start_continuity(services: Services) -> None:
     services.spawn("gap-orchestrator", _run_orchestrator, _stop_orchestrator)
 
 
+@dataclass(frozen=True)
+class Extension:
+    """More services on top of the stack's: ``prepare`` runs before the stack's services start
+    (it may change ``services.stack.settings``), ``start`` after them."""
+
+    prepare: Callable[[Services], None]
+    start: Callable[[Services, threading.Event], None]
+
+
 @contextlib.contextmanager
-def start_services(stack: Stack, *, demo: bool, stop: threading.Event) -> Iterator[Services]:
+def start_services(
+    stack: Stack, *, stop: threading.Event, extensions: Sequence[Extension] = ()
+) -> Iterator[Services]:
     services = Services(stack=stack)
     try:
-        if demo:
-            from ohlcv.demo import start_fake_binance_rest
-
-            start_fake_binance_rest(services)
+        for extension in extensions:
+            extension.prepare(services)
         _start_api(services)
         _start_topologies(services)
         _start_continuity(services)
-        if demo:
-            from ohlcv.demo import start_demo
-
-            start_demo(services, stop)
+        for extension in extensions:
+            extension.start(services, stop)
         yield services
     finally:
         stop.set()

@@ -61,7 +61,11 @@ class Settings(BaseSettings):
     # --- continuity and repair -----------------------------------------------------------
     backfill_enabled: bool = Field(default=True, description="BACKFILL_ENABLED: repair gaps from REST")
     backfill_concurrency: int = Field(default=4, ge=1, le=64)
-    backfill_poll_interval_s: float = Field(default=1.0, gt=0)
+    backfill_poll_interval_s: float = Field(
+        default=30.0, gt=0,
+        description="BACKFILL_POLL_INTERVAL_S: the orchestrator's ClickHouse queue poll, its slow path "
+        "(gap_detected events and scan notices start repairs at once)",
+    )  # fmt: skip
     continuity_scan_interval_s: float = Field(default=300.0, gt=0)
     continuity_windows_days: Annotated[list[ScanWindowDays], NoDecode] = Field(
         default_factory=lambda: list(DEFAULT_WINDOWS),

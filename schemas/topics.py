@@ -47,6 +47,20 @@ class RawKlineBatch(BaseModel):
     bars: list[int] | None = Field(default=None, description="1m bars behind each resampled row")
 
 
+class GapQueued(BaseModel):
+    """Value of ``ohlcv.gap.queue``: a gap segment a continuity scan opened (or merged into) in
+    ``gap_segments``, announced so a running gap orchestrator repairs it now. The topology
+    announces the segments it detects itself, as ``gap_detected`` events."""
+
+    symbol: str
+    interval: str
+    segment_id: int = Field(description="open time of the segment's first missing bar")
+    from_open_time: int
+    to_open_time: int
+    missing_bars: int = Field(ge=1)
+    queued_at: int = Field(description="ms since epoch when the scan wrote the segment")
+
+
 @dataclass(frozen=True)
 class TopicSpec:
     name: str
@@ -90,7 +104,15 @@ DEAD_LETTER = TopicSpec(
     retention_ms=30 * DAY_MS,
 )
 
-ALL_TOPICS: tuple[TopicSpec, ...] = (RAW_KLINES, CANDLE_EVENTS, DEAD_LETTER)
+GAP_QUEUE = TopicSpec(
+    name="ohlcv.gap.queue",
+    key="'SYMBOL:interval' (UTF-8)",
+    value_schema=GapQueued.model_json_schema(),
+    description="Gap segments a continuity scan opened while the stack runs; read by the gap orchestrator.",
+    partitions=1,
+)
+
+ALL_TOPICS: tuple[TopicSpec, ...] = (RAW_KLINES, CANDLE_EVENTS, DEAD_LETTER, GAP_QUEUE)
 
 
 def topic_by_name(name: str) -> TopicSpec:

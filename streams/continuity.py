@@ -446,6 +446,12 @@ class QueueResult:
     #: ranges some segment already answers for
     skipped: int = 0
 
+    def segments(self) -> list[tuple[int, int, int, int]]:
+        """(segment_id, from_open_time, to_open_time, missing_bars) of every segment written open."""
+        return [(r.from_open_time, r.from_open_time, r.to_open_time, r.missing_bars) for r in self.opened] + [
+            (m.segment_id, m.from_open_time, m.to_open_time, m.missing_bars) for m in self.merged
+        ]
+
 
 @dataclass
 class _Known:
@@ -564,10 +570,8 @@ def queue_missing(client: Client, report: ContinuityReport, *, now_ms: int | Non
         replaced = tuple(k.segment_id for k in mergeable if k.segment_id != first)
         for k in mergeable:
             if k.segment_id != first:
-                rows.append([
-                    report.symbol, report.interval, k.segment_id, k.segment_end, k.from_open_time,
-                    k.to_open_time, k.missing_bars, "merged", k.detected_at, None, now, now,
-                ])  # fmt: skip
+                open_row(k.segment_id, k.segment_end, k.from_open_time, k.to_open_time, k.missing_bars,
+                         k.detected_at, "merged")  # fmt: skip
                 known.remove(k)
         missing = recount.expected_bars - recount.present_bars
         open_row(first, last, first, last, missing, detected, "open")
@@ -611,9 +615,10 @@ class ContinuityScheduler(threading.Thread):
     A daemon thread; ``stop()`` (or setting ``stop_event``) ends it within one wait. The first
     scan runs at once. A window is whole days ending now (gauge label ``{days}d``) or ``"all"``,
     the whole stored span (label ``all``, the longest). With ``queue_missing`` the longest
-    window's missing ranges are queued as gap segments for the orchestrator (``queue_missing()``).
-    A failed scan is logged and retried at the next tick: the gauges keep their last values
-    meanwhile. ``client`` is used by this thread only.
+    window's missing ranges are queued as gap segments for the orchestrator (``queue_missing()``),
+    and ``on_queued(symbol, interval, result)`` announces what it wrote (the stack sends it to a
+    running orchestrator). A failed scan is logged and retried at the next tick: the gauges keep
+    their last values meanwhile. ``client`` is used by this thread only.
     """
 
     def __init__(
@@ -624,6 +629,7 @@ class ContinuityScheduler(threading.Thread):
         every_s: float = 300.0,
         windows_days: Sequence[Window] = DEFAULT_WINDOWS_DAYS,
         queue_missing: bool = False,
+        on_queued: Callable[[str, str, QueueResult], None] | None = None,
         stop_event: threading.Event | None = None,
         clock_ms: Callable[[], int] = _now_ms,
     ) -> None:
@@ -641,6 +647,7 @@ class ContinuityScheduler(threading.Thread):
             sorted(set(windows_days), key=lambda w: float("inf") if w == "all" else w)
         )
         self.queue = queue_missing
+        self.on_queued = on_queued
         self.stop_event = stop_event or threading.Event()
         self.clock_ms = clock_ms
         self.cycles = 0
@@ -657,7 +664,9 @@ class ContinuityScheduler(threading.Thread):
                 update_gauges(report, "all" if days is None else f"{days}d")
                 reports.append(report)
             if self.queue and reports:
-                queue_missing(self.client, reports[-1], now_ms=now)
+                queued = queue_missing(self.client, reports[-1], now_ms=now)
+                if self.on_queued is not None and queued.segments():
+                    self.on_queued(symbol, interval, queued)
             OPEN_SEGMENTS.labels(symbol, interval).set(count_waiting_segments(self.client, symbol, interval))
         self.cycles += 1
         self.last_reports = reports

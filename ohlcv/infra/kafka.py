@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass
 
-from confluent_kafka import KafkaException
+from confluent_kafka import OFFSET_END, Consumer, KafkaException, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 
 from ohlcv.errors import BrokerUnavailableError
@@ -46,3 +47,25 @@ def ensure_topics(
                     continue
                 raise BrokerUnavailableError(f"creating topic {name} failed: {exc}") from exc
     return EnsureResult(created=created, existing=sorted(s.name for s in specs if s.name in present))
+
+
+def assign_from_end(consumer: Consumer, topics: Sequence[str], timeout_s: float = 5.0) -> int:
+    """Assign every partition of ``topics`` at its high watermark, fixed now (not at the first
+    fetch), so every record produced after this returns is delivered; returns the partitions.
+    BrokerUnavailableError when a topic does not exist (yet) or the broker does not answer."""
+    tps = []
+    for topic in topics:
+        try:
+            meta = consumer.list_topics(topic, timeout=timeout_s).topics.get(topic)
+        except KafkaException as exc:
+            raise BrokerUnavailableError(f"listing topic {topic} failed: {exc}") from exc
+        if meta is None or meta.error is not None or not meta.partitions:
+            raise BrokerUnavailableError(f"topic {topic} has no partitions (yet)")
+        for p in sorted(meta.partitions):
+            try:
+                _, high = consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=timeout_s)
+            except KafkaException:
+                high = OFFSET_END
+            tps.append(TopicPartition(topic, p, high))
+    consumer.assign(tps)
+    return len(tps)

@@ -21,10 +21,10 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Literal, TypeVar
 
 import numpy as np
 from numpy.typing import NDArray
@@ -38,6 +38,8 @@ ERROR_MODES: tuple[str, ...] = ("strict", "dead-letter")
 
 #: a timestamp at or above this is in microseconds (1e14 ms is the year 5138; 1e14 µs is 1973)
 MICROS_THRESHOLD = 10**14
+
+T = TypeVar("T")
 
 _SYMBOL = re.compile(r"^[A-Z0-9]{2,30}$")
 
@@ -116,13 +118,55 @@ def check_mode(mode: str, on_bad_row: OnBadRow | None) -> None:
         raise ValueError("dead-letter mode needs an on_bad_row callback")
 
 
-def reject(
-    spec: FileSpec, line: int, reason: str, *, payload: str, mode: str, on_bad_row: OnBadRow | None
-) -> None:
-    """Apply the error policy to one bad row: raise (strict) or hand it over (dead-letter)."""
-    if mode == "strict" or on_bad_row is None:
-        raise ImportFileError(spec.path, reason, line)
-    on_bad_row(BadRow(path=spec.path, line=line, reason=reason, payload=payload))
+@dataclass(frozen=True, slots=True)
+class RowPolicy:
+    """The error policy of one read, checked once (``check_mode``) and applied to every row."""
+
+    mode: str
+    on_bad_row: OnBadRow | None
+
+    def __post_init__(self) -> None:
+        check_mode(self.mode, self.on_bad_row)
+
+    def candles(
+        self,
+        spec: FileSpec,
+        rows: Iterable[tuple[int, T]],
+        parse: Callable[[T], Candle],
+        payload: Callable[[T], str],
+    ) -> Iterator[Candle]:
+        """``parse`` of each (line number, row); a row it refuses (RowError) raises ImportFileError
+        naming the line (strict) or goes to ``on_bad_row`` with ``payload(row)`` (dead-letter)."""
+        for line, row in rows:
+            try:
+                yield parse(row)
+            except RowError as exc:
+                if self.mode == "strict" or self.on_bad_row is None:
+                    raise ImportFileError(spec.path, str(exc), line) from exc
+                self.on_bad_row(BadRow(path=spec.path, line=line, reason=str(exc), payload=payload(row)))
+
+
+def open_import(
+    path: str | Path,
+    spec_of: Callable[[str | Path, str | None, str | None], FileSpec],
+    symbol: str | None,
+    interval: str | None,
+    mode: str,
+    on_bad_row: OnBadRow | None,
+) -> tuple[FileSpec, RowPolicy]:
+    """What every reader does first: check the policy, then the file, then what it holds."""
+    policy = RowPolicy(mode, on_bad_row)
+    require_file(path)
+    return spec_of(path, symbol, interval), policy
+
+
+def text_lines(data: bytes) -> Iterator[tuple[int, str]]:
+    """The non-blank lines of a text file with their 1-based numbers (``\\r\\n`` or ``\\n``)."""
+    text = data.decode("utf-8", errors="replace")
+    for index, raw in enumerate(text.split("\n"), start=1):
+        line = raw.rstrip("\r")
+        if line.strip():
+            yield index, line
 
 
 def to_ms(ts: int) -> int:

@@ -35,16 +35,16 @@ from streams.importers.common import (
     ImportFileError,
     OnBadRow,
     RowError,
-    check_mode,
+    RowPolicy,
     columns_valid,
     file_spec,
     make_candle,
     ms_column,
     parse_float,
-    reject,
-    require_file,
+    text_lines,
     to_ms,
 )
+from streams.importers.common import open_import as _open
 
 _NAME = re.compile(
     r"^(?P<pair>[A-Za-z0-9]+(?:_[A-Za-z0-9]+){1,2})-(?P<interval>\d+[smhdwM])"
@@ -137,48 +137,43 @@ def _load_json(path: Path) -> list[Any]:
     return rows
 
 
-def _json_rows(
-    spec: FileSpec, path: Path, mode: str, on_bad_row: OnBadRow | None, rows: list[Any] | None = None
-) -> Iterator[Candle]:
-    if rows is None:
-        rows = _load_json(path)
-    for index, row in enumerate(rows, start=1):
-        try:
-            if not isinstance(row, list):
-                raise RowError(f"expected [date, open, high, low, close, volume], found {type(row).__name__}")
-            yield _ohlcv(spec, row)
-        except RowError as exc:
-            payload = orjson.dumps(row).decode()
-            reject(spec, index, str(exc), payload=payload, mode=mode, on_bad_row=on_bad_row)
+def _json_rows(spec: FileSpec, rows: list[Any], policy: RowPolicy) -> Iterator[Candle]:
+    def parse(row: Any) -> Candle:
+        if not isinstance(row, list):
+            raise RowError(f"expected [date, open, high, low, close, volume], found {type(row).__name__}")
+        return _ohlcv(spec, row)
+
+    return policy.candles(spec, enumerate(rows, start=1), parse, lambda row: orjson.dumps(row).decode())
 
 
-def _csv_rows(spec: FileSpec, path: Path, mode: str, on_bad_row: OnBadRow | None) -> Iterator[Candle]:
-    text = _read_bytes(path).decode("utf-8", errors="replace")
+def _fields(line: str) -> list[str]:
+    return [f.strip().strip('"') for f in line.split(",")]
+
+
+def _csv_rows(spec: FileSpec, path: Path, policy: RowPolicy) -> Iterator[Candle]:
+    lines = list(text_lines(_read_bytes(path)))
     order = list(range(6))
-    for index, raw in enumerate(text.split("\n")):
-        line = raw.rstrip("\r")
-        if not line.strip():
-            continue
-        fields = [f.strip().strip('"') for f in line.split(",")]
-        if index == 0 and fields[0].lstrip("\ufeff").lower() in ("date", "timestamp", "time"):
+    if lines and lines[0][0] == 1:
+        fields = _fields(lines[0][1])
+        if fields[0].lstrip("\ufeff").lower() in ("date", "timestamp", "time"):
             names = [f.lstrip("\ufeff").lower() for f in fields]
             names[0] = "date"
             missing = [n for n in _CSV_FIELDS if n not in names]
             if missing:
                 raise ImportFileError(path, f"header lacks {', '.join(missing)}", 1)
             order = [names.index(n) for n in _CSV_FIELDS]
-            continue
-        try:
-            if len(fields) <= max(order):
-                raise RowError(f"expected {max(order) + 1} columns, found {len(fields)}")
-            yield _ohlcv(spec, [fields[i] for i in order])
-        except RowError as exc:
-            reject(spec, index + 1, str(exc), payload=line, mode=mode, on_bad_row=on_bad_row)
+            lines = lines[1:]
+
+    def parse(line: str) -> Candle:
+        fields = _fields(line)
+        if len(fields) <= max(order):
+            raise RowError(f"expected {max(order) + 1} columns, found {len(fields)}")
+        return _ohlcv(spec, [fields[i] for i in order])
+
+    return policy.candles(spec, lines, parse, str)
 
 
-def _table_rows(
-    spec: FileSpec, path: Path, kind: str, mode: str, on_bad_row: OnBadRow | None
-) -> Iterator[Candle]:
+def _table_rows(spec: FileSpec, path: Path, kind: str, policy: RowPolicy) -> Iterator[Candle]:
     try:
         table = feather.read_table(path) if kind == "feather" else parquet.read_table(path)
     except FileNotFoundError as exc:
@@ -192,13 +187,13 @@ def _table_rows(
     if pa.types.is_timestamp(date.type):
         date = date.cast(pa.timestamp("ms", tz=date.type.tz)).cast(pa.int64())
     columns = [date.to_pylist(), *(table.column(n).to_pylist() for n in _CSV_FIELDS[1:])]
-    for index, row in enumerate(zip(*columns, strict=True), start=1):
-        try:
-            if any(v is None for v in row):
-                raise RowError("a field is null")
-            yield _ohlcv(spec, list(row))
-        except RowError as exc:
-            reject(spec, index, str(exc), payload=repr(row), mode=mode, on_bad_row=on_bad_row)
+
+    def parse(row: tuple[Any, ...]) -> Candle:
+        if any(v is None for v in row):
+            raise RowError("a field is null")
+        return _ohlcv(spec, list(row))
+
+    yield from policy.candles(spec, enumerate(zip(*columns, strict=True), start=1), parse, repr)
 
 
 def read_freqtrade(
@@ -214,19 +209,17 @@ def read_freqtrade(
     ``symbol``/``interval`` override the file name. Raises ImportFileError for an unreadable
     file or unknown format, and in strict mode for the first bad row.
     """
-    check_mode(mode, on_bad_row)
-    require_file(path)
+    spec, policy = _open(path, freqtrade_spec, symbol, interval, mode, on_bad_row)
     p = Path(path)
-    spec = freqtrade_spec(p, symbol, interval)
     name = p.name.lower()
     if name.endswith((".json", ".json.gz")):
-        yield from _json_rows(spec, p, mode, on_bad_row)
+        yield from _json_rows(spec, _load_json(p), policy)
     elif name.endswith((".csv", ".csv.gz")):
-        yield from _csv_rows(spec, p, mode, on_bad_row)
+        yield from _csv_rows(spec, p, policy)
     elif name.endswith(".feather"):
-        yield from _table_rows(spec, p, "feather", mode, on_bad_row)
+        yield from _table_rows(spec, p, "feather", policy)
     elif name.endswith(".parquet"):
-        yield from _table_rows(spec, p, "parquet", mode, on_bad_row)
+        yield from _table_rows(spec, p, "parquet", policy)
     else:
         raise ImportFileError(p, "unknown format: expected .json, .json.gz, .csv, .feather or .parquet")
 
@@ -279,16 +272,14 @@ def read_freqtrade_block(
     on_bad_row: OnBadRow | None = None,
 ) -> CandleBlock:
     """All candles of a dump as columns: JSON dumps of clean numbers take a numpy fast path."""
-    check_mode(mode, on_bad_row)
-    require_file(path)
+    spec, policy = _open(path, freqtrade_spec, symbol, interval, mode, on_bad_row)
     p = Path(path)
-    spec = freqtrade_spec(p, symbol, interval)
     if p.name.lower().endswith((".json", ".json.gz")):
         rows = _load_json(p)
         block = _json_block(spec, rows)
         if block is not None:
             return block
-        candles = list(_json_rows(spec, p, mode, on_bad_row, rows))
+        candles = list(_json_rows(spec, rows, policy))
     else:
         candles = list(read_freqtrade(p, symbol=symbol, interval=interval, mode=mode, on_bad_row=on_bad_row))
     return CandleBlock.from_candles(spec.symbol, spec.interval, candles)

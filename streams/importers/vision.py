@@ -36,16 +36,16 @@ from streams.importers.common import (
     ImportFileError,
     OnBadRow,
     RowError,
-    check_mode,
+    RowPolicy,
     columns_valid,
     file_spec,
     make_candle,
     ms_column,
     parse_float,
     parse_int,
-    reject,
-    require_file,
+    text_lines,
 )
+from streams.importers.common import open_import as _open
 
 COLUMNS: tuple[str, ...] = (
     "open_time", "open", "high", "low", "close", "volume", "close_time",
@@ -145,18 +145,9 @@ def parse_vision_row(spec: FileSpec, line: str) -> Candle:
     )
 
 
-def _rows(spec: FileSpec, data: bytes, mode: str, on_bad_row: OnBadRow | None) -> Iterator[Candle]:
-    text = data.decode("utf-8", errors="replace")
-    for index, raw in enumerate(text.split("\n")):
-        line = raw.rstrip("\r")
-        if not line.strip():
-            continue
-        if index == 0 and _is_header(line):
-            continue
-        try:
-            yield parse_vision_row(spec, line)
-        except RowError as exc:
-            reject(spec, index + 1, str(exc), payload=line, mode=mode, on_bad_row=on_bad_row)
+def _rows(spec: FileSpec, data: bytes, policy: RowPolicy) -> Iterator[Candle]:
+    lines = ((n, line) for n, line in text_lines(data) if not (n == 1 and _is_header(line)))
+    return policy.candles(spec, lines, lambda line: parse_vision_row(spec, line), str)
 
 
 def read_vision(
@@ -172,10 +163,8 @@ def read_vision(
     ``symbol``/``interval`` override the file name. Raises ImportFileError for an unreadable
     file, and in strict mode for the first bad row (naming its line).
     """
-    check_mode(mode, on_bad_row)
-    require_file(path)
-    spec = vision_spec(path, symbol, interval)
-    yield from _rows(spec, read_csv_bytes(path), mode, on_bad_row)
+    spec, policy = _open(path, vision_spec, symbol, interval, mode, on_bad_row)
+    yield from _rows(spec, read_csv_bytes(path), policy)
 
 
 def read_vision_block(
@@ -187,14 +176,12 @@ def read_vision_block(
     on_bad_row: OnBadRow | None = None,
 ) -> CandleBlock:
     """All candles of a Vision file as columns: pyarrow fast path, row reader on any doubt."""
-    check_mode(mode, on_bad_row)
-    require_file(path)
-    spec = vision_spec(path, symbol, interval)
+    spec, policy = _open(path, vision_spec, symbol, interval, mode, on_bad_row)
     data = read_csv_bytes(path)
     block = _fast_block(spec, data)
     if block is not None:
         return block
-    candles = list(_rows(spec, data, mode, on_bad_row))
+    candles = list(_rows(spec, data, policy))
     return CandleBlock.from_candles(spec.symbol, spec.interval, candles)
 
 

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ohlcv.fake_binance import Datasets, FakeBinance, FakeBinanceUrls, Playback
+from fakes.binance import Datasets, FakeBinance, FakeBinanceUrls, Playback
 from ohlcv.infra.broker import free_port
 from ohlcv.infra.process import stop_process
 

@@ -8,6 +8,9 @@ Kafka and the topology closes the segments.
 from __future__ import annotations
 
 import itertools
+import os
+import subprocess
+import sys
 import threading
 import time
 import uuid
@@ -15,13 +18,17 @@ from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
+import orjson
 import pytest
 from clickhouse_connect.driver.client import Client
 from prometheus_client import REGISTRY
 
-from ohlcv.fake_binance import Datasets, FakeBinance, RestFault, load_freqtrade_json, load_vision_zip
+from fakes.binance import Datasets, FakeBinance, RestFault, load_freqtrade_json, load_vision_zip
 from ohlcv.infra.clickhouse import make_client
+from ohlcv.infra.kafka import ensure_topics
+from ohlcv.settings import Settings
 from schemas.klines import Candle
+from schemas.topics import CANDLE_EVENTS, GAP_QUEUE, GapQueued
 from sinks.clickhouse_bulk import insert_candles, load_files
 from streams.backfill import (
     BackfillConfig,
@@ -30,7 +37,8 @@ from streams.backfill import (
     backfill_runs,
     segment_lifecycle,
 )
-from streams.continuity import queue_missing, scan
+from streams.backfill.triggers import GapNotifier, Trigger, TriggerConsumer, parse_trigger
+from streams.continuity import ContinuityScheduler, QueueResult, queue_missing, scan
 from streams.replay import replay_to_kafka
 from tests.conftest import DATA
 from tests.topologies.helpers import vision_candles, xrp_candles
@@ -39,8 +47,8 @@ from tests.topologies.pipeline import run_topology, unique_topics
 MIN = 60_000
 VISION_DIR = DATA / "binance-vision" / "futures-um" / "1m"
 XRP_JSON = DATA / "freqtrade" / "binance" / "XRP_USDT-1m.json"
-OUT1 = (1618883940000 + MIN, 1618893000000 - MIN)  # 150 bars
-OUT2 = (1619323260000 + MIN, 1619340300000 - MIN)  # 283 bars
+OUT1 = (1618883940000 + MIN, 1618893000000 - MIN, 150)  # the XRP dump's two outages: first, last, bars
+OUT2 = (1619323260000 + MIN, 1619340300000 - MIN, 283)
 
 
 def metric(name: str, **labels: str) -> float:
@@ -157,7 +165,7 @@ def test_stop_during_a_long_retry_after_is_prompt_and_costs_no_attempt(
         fake.push_rest_fault(RestFault.too_many_requests(retry_after_s=30))
         orch = Orchestrator(
             orch_client, rest_urls={"spot": fake.urls.spot_rest}, broker_address="127.0.0.1:9",
-            config=BackfillConfig(poll_interval_s=0.1),
+            config=BackfillConfig(poll_interval_s=0.1, events_topic=None),  # no broker: the poll only
         )  # fmt: skip
         stop = threading.Event()
         thread = threading.Thread(target=orch.run, args=(stop,))
@@ -184,7 +192,55 @@ def test_stop_during_a_long_retry_after_is_prompt_and_costs_no_attempt(
 
 
 @pytest.mark.broker
-def test_dropped_ranges_are_detected_and_repaired_through_kafka(
+def triggered_config(topics: dict[str, str], **options: Any) -> BackfillConfig:
+    """An orchestrator on the test's topics whose ClickHouse poll (60 s) never comes in a test:
+    what it repairs, a trigger started."""
+    return BackfillConfig(default_market="usdm", raw_topic=topics["raw"], events_topic=topics["events"],
+                          queue_topic=topics["gap_queue"], poll_interval_s=60.0, **options)  # fmt: skip
+
+
+def start(orch: Orchestrator) -> tuple[threading.Thread, threading.Event]:
+    """``orch.run`` in a thread, returned once its trigger consumer has its partitions."""
+    stop = threading.Event()
+    thread = threading.Thread(target=orch.run, args=(stop,), name="orchestrator")
+    thread.start()
+    wait_until(lambda: orch.consumer is not None and orch.consumer.ready.is_set(), 20, "the trigger consumer")
+    return thread, stop
+
+
+def test_a_trigger_is_read_from_a_gap_event_or_a_scan_notice_and_nothing_else() -> None:
+    detected = {
+        "type": "gap_detected",
+        "symbol": "XRPUSDT",
+        "interval": "1m",
+        "seq": 9,
+        "emitted_at": 5_000,
+        "segment_id": 120_000,
+        "from_open_time": 120_000,
+        "to_open_time": 240_000,
+        "missing_bars": 3,
+    }
+    repaired = {**detected, "type": "gap_repaired", "detected_at": 5_000, "repaired_at": 7_500}
+    t = parse_trigger(CANDLE_EVENTS.name, orjson.dumps(detected))
+    assert t == Trigger("gap_detected", "XRPUSDT", "1m", 120_000, 120_000, 240_000, 3, 5_000)
+    r = parse_trigger(CANDLE_EVENTS.name, orjson.dumps(repaired))
+    assert r is not None and (r.kind, r.key, r.detected_at, r.repaired_at) == (
+        "gap_repaired", ("XRPUSDT", "1m", 120_000), 5_000, 7_500,
+    )  # fmt: skip
+    append = {"type": "append", "symbol": "XRPUSDT", "interval": "1m", "seq": 10, "emitted_at": 1, "count": 0,
+              "candles": [], "late": False}  # fmt: skip
+    assert parse_trigger(CANDLE_EVENTS.name, orjson.dumps(append)) is None
+    assert parse_trigger(CANDLE_EVENTS.name, b'{"type": "gap_detected"}') is None  # no range: not a trigger
+    notice = GapQueued(symbol="NEARUSDT", interval="1m", segment_id=60_000, from_open_time=60_000,
+                       to_open_time=60_000, missing_bars=1, queued_at=42)  # fmt: skip
+    assert parse_trigger(GAP_QUEUE.name, notice.model_dump_json().encode()) == Trigger(
+        "scan", "NEARUSDT", "1m", 60_000, 60_000, 60_000, 1, 42
+    )
+    assert parse_trigger(GAP_QUEUE.name, b"{}") is None
+
+
+@pytest.mark.broker
+def test_dropped_ranges_are_repaired_on_their_gap_detected_events_without_the_poll(
     broker: str, topic_prefix: str, ch: Client, orch_client: Client, ch_url: str, ch_db: str, tmp_path: Path
 ) -> None:
     source = list(vision_candles("LINKUSDT")[:1500])
@@ -194,19 +250,15 @@ def test_dropped_ranges_are_detected_and_repaired_through_kafka(
     group, state = f"g-{uuid.uuid4().hex[:8]}", tmp_path / "state"
     mttr_before = metric("kline_gap_mttr_seconds_count")
     success_before = metric("ohlcv_backfill_runs_total", status="success")
+    by_event_before = metric("ohlcv_backfill_dispatches_total", trigger="gap_detected")
     with FakeBinance(Datasets([load_vision_zip(VISION_DIR / "LINKUSDT-1m-2026-02.zip")])) as fake:
-        orch = Orchestrator(
-            orch_client,
-            rest_urls={"usdm": fake.urls.usdm_rest},
-            broker_address=broker,
-            config=BackfillConfig(default_market="usdm", raw_topic=topics["raw"]),  # default 1 s polling
-        )
-        stop = threading.Event()
-        thread = threading.Thread(target=orch.run, args=(stop,), name="orchestrator")
-        thread.start()
+        orch = Orchestrator(orch_client, rest_urls={"usdm": fake.urls.usdm_rest}, broker_address=broker,
+                            config=triggered_config(topics))  # fmt: skip
+        thread, stop = start(orch)  # its first pass is done: the queue in ClickHouse is empty
         try:
             # the topology (main thread: it owns the signal handlers) detects the gaps; the
-            # orchestrator, polling meanwhile, repairs them while the topology is still running
+            # orchestrator repairs each on its gap_detected event while the topology still runs
+            # (the next poll is a minute away, this test takes less)
             run_topology(broker, topics, ch_url, ch_db, state, resample=(), group=group, idle_timeout_s=6)
             wait_until(
                 lambda: [s.repair_state for s in segment_lifecycle(ch, "LINKUSDT", "1m")] == ["repaired"] * 3,
@@ -243,6 +295,9 @@ def test_dropped_ranges_are_detected_and_repaired_through_kafka(
     assert metric("kline_gap_mttr_seconds_count") - mttr_before == 3
     assert metric("ohlcv_backfill_runs_total", status="success") - success_before == 3
     assert metric("ohlcv_backfill_queue_size") == 0
+    # every attempt was started by its segment's event, none by a read of the ClickHouse queue
+    assert orch.dispatched_by == {("LINKUSDT", "1m", i): "gap_detected" for i in ids}
+    assert metric("ohlcv_backfill_dispatches_total", trigger="gap_detected") - by_event_before == 3
     # how long detection -> repair takes is measured by bench/gap_repair.py, not asserted here
 
 
@@ -383,3 +438,172 @@ def test_a_hole_found_by_a_scan_is_queued_repaired_and_closed_by_the_topology(
     assert events(ch, "NEARUSDT", "gap_repaired") == [hole]
     assert [(r.status, r.loaded_bars) for r in backfill_runs(ch, "NEARUSDT")] == [("success", 30)]
     assert scan(ch, "NEARUSDT", "1m").missing == ()
+
+
+@pytest.mark.broker
+def test_a_hole_a_scan_opens_on_a_running_stack_is_repaired_on_its_notice(
+    broker: str, topic_prefix: str, ch: Client, orch_client: Client, ch_url: str, ch_db: str, tmp_path: Path
+) -> None:
+    # history bulk-loaded (no topology saw it) with 30 bars missing; the live stream goes on
+    source = list(vision_candles("NEARUSDT")[:700])
+    assert insert_candles(ch, drop(source[:600], [(250, 280)])) == 570
+    hole, key = source[250].open_time, ("NEARUSDT", "1m", source[250].open_time)
+    topics = unique_topics(broker, topic_prefix)
+    replay_to_kafka(broker, source[600:], topic=topics["raw"], source="import", market="usdm")
+    scanned: dict[str, Any] = {}
+
+    def scan_when_running() -> None:
+        """``ohlcv scan --queue-missing`` on the running stack: the topology has seeded the stream
+        (its first live candles are stored) before the scan opens the segment."""
+        client = make_client(ch_url, ch_db)
+        try:
+            wait_until(lambda: len(stored(client, "NEARUSDT")) > 570, 30, "the topology storing live candles")
+            queued = queue_missing(client, scan(client, "NEARUSDT", "1m"))
+            scanned["segments"] = queued.segments()
+            scanned["at"] = time.monotonic()
+            assert GapNotifier(broker, cfg.queue_topic).notify("NEARUSDT", "1m", queued.segments()) == 1
+
+            def closed() -> bool:
+                return [s.state for s in segment_lifecycle(client, "NEARUSDT", "1m")] == ["repaired"]
+
+            wait_until(closed, 30, "the scan's segment repaired")
+            scanned["took_s"] = time.monotonic() - scanned["at"]
+        finally:
+            client.close()
+
+    with FakeBinance(Datasets([load_vision_zip(VISION_DIR / "NEARUSDT-1m-2026-02.zip")])) as fake:
+        cfg = triggered_config(topics)
+        orch = Orchestrator(orch_client, rest_urls={"usdm": fake.urls.usdm_rest}, broker_address=broker,
+                            config=cfg)  # fmt: skip
+        thread, stop = start(orch)
+        scanner = threading.Thread(target=scan_when_running, name="scan")
+        scanner.start()
+        try:
+            run_topology(broker, topics, ch_url, ch_db, tmp_path / "state", resample=(), idle_timeout_s=6)
+            scanner.join(40)
+        finally:
+            stop.set()
+            thread.join(30)
+    assert scanned["segments"] == [(hole, hole, source[279].open_time, 30)]
+    assert scanned["took_s"] < 10  # the next poll would be a minute after the orchestrator started
+    assert orch.dispatched_by == {key: "scan"}
+    assert stored(ch, "NEARUSDT") == [values(c) for c in source]
+    [seg] = segment_lifecycle(ch, "NEARUSDT", "1m")
+    # the running topology never held the segment (it seeds open segments at a stream's first
+    # record), so the orchestrator closes it once every bar is stored; no gap_repaired event
+    assert (seg.segment_id, seg.state, seg.topology_state, seg.repair_state) == (
+        hole, "repaired", "open", "repaired",
+    )  # fmt: skip
+    assert events(ch, "NEARUSDT", "gap_repaired") == []
+    assert [(r.status, r.loaded_bars) for r in backfill_runs(ch, "NEARUSDT")] == [("success", 30)]
+    assert scan(ch, "NEARUSDT", "1m").missing == ()
+
+
+def collect_triggers(broker: str, topics: dict[str, str]) -> tuple[TriggerConsumer, list[Trigger]]:
+    """The orchestrator's trigger consumer on ``topics``, collecting what it reads."""
+    got: list[Trigger] = []
+    consumer = TriggerConsumer(
+        broker, got.extend, events_topic=topics["events"], queue_topic=topics["gap_queue"]
+    )
+    consumer.start()
+    wait_until(consumer.ready.is_set, 20, "the trigger consumer")
+    return consumer, got
+
+
+@pytest.mark.broker
+def test_the_scheduled_scan_announces_the_segments_it_opens(
+    broker: str, topic_prefix: str, ch: Client
+) -> None:
+    assert load_files(ch, [XRP_JSON]).inserted == 61_274
+    topics = unique_topics(broker, topic_prefix)
+    consumer, got = collect_triggers(broker, topics)
+    notifier = GapNotifier(broker, topics["gap_queue"])
+
+    def announce(symbol: str, interval: str, queued: QueueResult) -> None:  # as ohlcv.services wires it
+        notifier.notify(symbol, interval, queued.segments())
+
+    scheduler = ContinuityScheduler(ch, [("XRPUSDT", "1m")], windows_days=(365,), queue_missing=True,
+                                    clock_ms=lambda: 1621023960000 + MIN, on_queued=announce)  # fmt: skip
+    try:
+        scheduler.scan_all()
+        wait_until(lambda: len(got) == 2, 10, "the scan's two notices")
+        scheduler.scan_all()  # nothing new is opened, nothing announced
+        time.sleep(0.5)
+    finally:
+        consumer.stop()
+    assert [(t.kind, t.segment_id, t.from_open_time, t.to_open_time, t.missing_bars) for t in got] == [
+        ("scan", a, a, b, n) for a, b, n in (OUT1, OUT2)
+    ]
+    assert [s.segment_id for s in segment_lifecycle(ch, "XRPUSDT", "1m")] == [OUT1[0], OUT2[0]]
+
+
+@pytest.mark.broker
+def test_ohlcv_scan_queue_missing_announces_to_a_running_stack(
+    broker: str, topic_prefix: str, tmp_path: Path
+) -> None:
+    """``ohlcv scan --queue-missing`` in its own process (a ClickHouse server's deployment: chDB
+    allows one process per path) tells the orchestrator of the stack on KAFKA_BROKER_ADDRESS."""
+    ensure_topics(broker, (GAP_QUEUE,))  # the CLI announces on the real name
+    events = unique_topics(broker, topic_prefix)["events"]
+    consumer, got = collect_triggers(broker, {"events": events, "gap_queue": GAP_QUEUE.name})
+    ohlcv = Path(sys.executable).parent / "ohlcv"
+    ours = {name.upper() for name in Settings.model_fields}
+    env = {k: v for k, v in os.environ.items() if k not in ours}
+    env.update({"DATA_DIR": str(tmp_path / "data"), "CLICKHOUSE_URL": f"chdb://{tmp_path / 'ch'}",
+                "SYMBOLS": "XRPUSDT", "INTERVALS": "1m", "KAFKA_BROKER_ADDRESS": broker})  # fmt: skip
+    try:
+        for args in (["import", str(XRP_JSON), "--mode", "bulk"],
+                     ["scan", "--interval", "1m", "--days", "2500", "--queue-missing"]):  # fmt: skip
+            done = subprocess.run([str(ohlcv), *args], check=False, cwd=tmp_path, env=env,
+                                  capture_output=True, text=True, timeout=120)  # fmt: skip
+            assert done.returncode == 0, done.stderr
+        wait_until(lambda: len([t for t in got if t.symbol == "XRPUSDT"]) == 2, 10, "the CLI's two notices")
+    finally:
+        consumer.stop()
+    assert [(t.kind, t.segment_id, t.missing_bars) for t in got if t.symbol == "XRPUSDT"] == [
+        ("scan", OUT1[0], 150),
+        ("scan", OUT2[0], 283),
+    ]
+
+
+@pytest.mark.broker
+def test_an_event_alone_starts_a_fetch_and_a_settled_segment_is_not_tried_again(
+    broker: str, topic_prefix: str, ch: Client, orch_client: Client
+) -> None:
+    source = list(vision_candles("NEARUSDT")[:100])
+    now = int(time.time() * 1000)
+    # an exchange gap settled earlier, detected again (a replay after a crash re-detects segments)
+    settled = source[10].open_time
+    ch.insert("gap_segments", [["NEARUSDT", "1m", settled, settled + 4 * MIN, settled, settled + 4 * MIN, 5,
+                                "open", now - 9000, None, now, now]], column_names=[
+        "symbol", "interval", "segment_id", "segment_end", "from_open_time", "to_open_time", "missing_bars",
+        "state", "detected_at", "repaired_at", "updated_at", "version"])  # fmt: skip
+    ch.insert("gap_repairs", [["NEARUSDT", "1m", settled, "exchange_gap", 2, 2, 0, now - 5000, None, "", "r0",
+                               now, 1]], column_names=[
+        "symbol", "interval", "segment_id", "state", "attempts", "empty_answers", "rest_bars",
+        "last_attempt_at", "next_attempt_at", "last_error", "run_id", "updated_at", "version"])  # fmt: skip
+    # a segment only the event knows yet (its row comes with the topology's next checkpoint)
+    new, to = source[50].open_time, source[59].open_time
+    topics = unique_topics(broker, topic_prefix)
+    with (
+        FakeBinance(Datasets([load_vision_zip(VISION_DIR / "NEARUSDT-1m-2026-02.zip")])) as fake,
+        Orchestrator(orch_client, rest_urls={"usdm": fake.urls.usdm_rest}, broker_address=broker,
+                     config=triggered_config(topics)) as orch,
+    ):  # fmt: skip
+        orch.trigger([
+            Trigger("gap_detected", "NEARUSDT", "1m", settled, settled, settled + 4 * MIN, 5, now),
+            Trigger("gap_detected", "NEARUSDT", "1m", new, new, to, 10, now),
+            Trigger("gap_detected", "NEARUSDT", "5m", new, new, new, 1, now),  # rebuilt by the resampler
+        ])  # fmt: skip
+        poll = orch.run_once()
+        assert orch.run_once().dispatched == ()  # the hint is spent: the attempt waits for the topology
+        assert [r.status for r in fake.rest_requests] == [200]
+    assert poll.dispatched == (("NEARUSDT", "1m", new),)
+    assert orch.dispatched_by == {("NEARUSDT", "1m", new): "gap_detected"}
+    [run] = backfill_runs(ch, "NEARUSDT")
+    assert (run.segment_id, run.from_open_time, run.to_open_time, run.expected_bars, run.loaded_bars) == (
+        new, new, to, 10, 10,
+    )  # fmt: skip
+    assert [(s.segment_id, s.state) for s in segment_lifecycle(ch, "NEARUSDT", "1m")] == [
+        (settled, "exchange_gap")
+    ]

@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 from prometheus_client import REGISTRY
 
-from ohlcv.fake_binance import (
+from fakes.binance import (
     Datasets,
     FakeBinance,
     KlineSeries,

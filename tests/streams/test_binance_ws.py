@@ -24,7 +24,7 @@ from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 from prometheus_client import REGISTRY
 from quixstreams import Application
 
-from ohlcv.fake_binance import Datasets, FakeBinance, KlineSeries, Playback, load_vision_zip
+from fakes.binance import Datasets, FakeBinance, KlineSeries, Playback, load_vision_zip
 from ohlcv.infra.kafka import ensure_topics
 from schemas.events import DeadLetter
 from schemas.topics import DEAD_LETTER, RAW_KLINES

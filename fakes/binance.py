@@ -65,7 +65,7 @@ Use::
 
 Everything runs on one asyncio loop in a background thread. The knobs are thread-safe and
 block until applied, so call them from another thread (async tests: ``asyncio.to_thread``).
-``python -m ohlcv.fake_binance --live --speed 1`` serves the repository's data shifted to today
+``python -m fakes.binance --live --speed 1`` serves the repository's data shifted to today
 (``live_offsets``, ``Playback(live=True)``), e.g. for ``make demo``.
 """
 
@@ -1129,7 +1129,7 @@ class FakeBinance:
 
 
 def main(argv: Sequence[str] | None = None) -> None:  # pragma: no cover - manual/demo entry
-    """``python -m ohlcv.fake_binance --data data --speed 1 --live``: serve until Ctrl-C."""
+    """``python -m fakes.binance --data data --speed 1 --live``: serve until Ctrl-C."""
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     ap.add_argument("--data", type=Path, default=Path("data"))
     ap.add_argument("--speed", type=float, default=1.0)

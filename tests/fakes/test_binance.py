@@ -23,7 +23,7 @@ import pytest
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed, ConnectionClosedError, InvalidStatus
 
-from ohlcv.fake_binance import (
+from fakes.binance import (
     Datasets,
     FakeBinance,
     KlineSeries,
