@@ -56,7 +56,10 @@ def features(candles: pd.DataFrame, step_ms: int) -> pd.DataFrame:
 
     Returns ``open_time``, every feature of FEATURES (NaN for null), ``window_complete``,
     ``bars_missing_in_window`` and ``window_has_repair``."""
+    columns = ["open_time", *FEATURE_NAMES, "window_complete", "bars_missing_in_window", "window_has_repair"]
     df = candles.sort_values("open_time").reset_index(drop=True)
+    if df.empty:
+        return pd.DataFrame(columns=columns)
     ot = df["open_time"].astype("int64")
     c = df["close"].astype("float64")
     h = df["high"].astype("float64")
@@ -125,6 +128,4 @@ def features(candles: pd.DataFrame, step_ms: int) -> pd.DataFrame:
     out["window_complete"] = missing == 0
     out["bars_missing_in_window"] = missing
     out["window_has_repair"] = rep > 0
-    return out[
-        ["open_time", *FEATURE_NAMES, "window_complete", "bars_missing_in_window", "window_has_repair"]
-    ]
+    return out[columns]

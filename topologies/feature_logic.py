@@ -36,6 +36,7 @@ import bisect
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
+from operator import mul
 from typing import Any, Literal
 
 from indicators.definitions import (
@@ -69,6 +70,8 @@ CARRY_COLS = ("pos", "r1", "e12", "e26", "sig", "ag", "al", "atr")
 COLS = BAR_COLS + CARRY_COLS
 #: default ring: the longest lookback twice over, so a repair up to ~50 bars back is derived in state
 RING_BARS = 2 * LONGEST_LOOKBACK + 28
+#: the ring may grow this many bars past ``ring_bars`` before the oldest are dropped in one go
+TRIM_SLACK = 16
 
 _W = LONGEST_LOOKBACK
 _A12 = ema_alpha(EMA_12.period)
@@ -128,16 +131,14 @@ def _empty() -> dict[str, Any]:
 
 
 def _mean_std(xs: list[float], n: int) -> tuple[float, float]:
+    """Mean and sample stdev (ddof = 1), two passes (no cancellation when the spread is small)."""
     m = sum(xs) / n
-    ss = 0.0
-    for x in xs:
-        ss += (x - m) * (x - m)
-    return m, math.sqrt(ss / (n - 1))
+    return m, math.sqrt(sum([(x - m) * (x - m) for x in xs]) / (n - 1))
 
 
 def _derive(s: dict[str, Any], i: int, step: int) -> list[Any]:
     """Derive bar ``i`` of the ring from bars ``< i``: writes its carry, returns its feature
-    values in FEATURE_NAMES order followed by the three window flags."""
+    values in FEATURE_NAMES order, the three window flags and the carry (as ``_ROW_KEYS``)."""
     t = s["t"]
     c = s["c"]
     h = s["h"]
@@ -221,10 +222,11 @@ def _derive(s: dict[str, Any], i: int, step: int) -> list[Any]:
         k0 = i - _N_VWAP + 1
         sv = sum(v[k0 : i + 1])
         if sv != 0:
-            spv = 0.0
-            for k in range(k0, i + 1):
-                spv += (h[k] + lo[k] + c[k]) / 3.0 * v[k]
-            vwap = spv / sv
+            i1 = i + 1
+            vs = v[k0:i1]
+            # sum(tp v) as three dot products: the same sum to rounding, at C speed
+            spv = sum(map(mul, h[k0:i1], vs)) + sum(map(mul, lo[k0:i1], vs)) + sum(map(mul, c[k0:i1], vs))
+            vwap = spv / 3.0 / sv
     if pos >= _P_VZ:
         m, sd = _mean_std(v[i - _N_VZ + 1 : i + 1], _N_VZ)
         if sd != 0:
@@ -253,10 +255,10 @@ def _derive(s: dict[str, Any], i: int, step: int) -> list[Any]:
     s["atr"][i] = atr
     rng = (hi - li) / ci
     return [r1, ret5, ret10, rsi, vol, ma20, ma50, e12, e26, macd, sig, atr, vwap, vz, rng,
-            missing == 0, missing, rep]  # fmt: skip
+            missing == 0, missing, rep, [pos, r1, e12, e26, sig, ag, al, atr]]  # fmt: skip
 
 
-_ROW_KEYS = (*FEATURE_NAMES, "window_complete", "bars_missing_in_window", "window_has_repair")
+_ROW_KEYS = (*FEATURE_NAMES, "window_complete", "bars_missing_in_window", "window_has_repair", "carry")
 
 
 class FeatureStream:
@@ -275,7 +277,6 @@ class FeatureStream:
         row["feature_version"] = s["ver"][i]
         row["feature_set_version"] = FEATURE_SET_VERSION
         row["reason"] = reason
-        row["carry"] = [s[k][i] for k in CARRY_COLS]
         return row
 
     def apply(self, c: Candle, kind: CandleKind, state: StreamState) -> list[dict[str, Any]] | NeedsHistory:
@@ -285,9 +286,15 @@ class FeatureStream:
         ot = c.open_time
         flag = 0 if kind == "new" else 1
         if not t or ot > t[-1]:
-            for k, x in zip(BAR_COLS, (ot, c.open, c.high, c.low, c.close, c.volume, flag, 1), strict=True):
-                s[k].append(x)
-            for k in CARRY_COLS:
+            t.append(ot)
+            s["o"].append(c.open)
+            s["h"].append(c.high)
+            s["l"].append(c.low)
+            s["c"].append(c.close)
+            s["v"].append(c.volume)
+            s["fl"].append(flag)
+            s["ver"].append(1)
+            for k in CARRY_COLS:  # written by _derive
                 s[k].append(None)
             i = len(t) - 1
             rows = [self._row(c, s, i, _derive(s, i, step), kind)]
@@ -333,8 +340,9 @@ class FeatureStream:
         return rows
 
     def _trim(self, s: dict[str, Any], step: int) -> None:
+        """Keep the newest ``ring_bars``; done once TRIM_SLACK bars over, not on every bar."""
         drop = len(s["t"]) - self.ring_bars
-        if drop > 0:
+        if drop >= TRIM_SLACK:
             s["cover"] = s["t"][drop - 1] + step
             for k in COLS:
                 del s[k][:drop]
