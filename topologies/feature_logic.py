@@ -12,8 +12,10 @@ None), ``window_complete``, ``bars_missing_in_window``, ``window_has_repair``,
 ``feature_version``, ``feature_set_version``, ``reason`` and ``carry`` (the bar's carried
 intermediates, see below; a sink stores it so that state can be rebuilt from the record).
 
-Which rows a change at bar ``r`` re-derives (reason ``repair``; ``late_fill`` for a bar that
-arrived after a later one, ``gap_repaired`` when that late fill closes its hole):
+A new bar's row has ``feature_version`` 1 and reason ``"new"``. Which rows a change at bar
+``r`` re-derives (reason ``repair`` for revised values of a known bar; ``late_fill`` for a bar
+that arrived after a later one, ``gap_repaired`` when that late fill closes its hole; the
+changed bar's own row is version 1 when it is new):
 
 - every bar in ``r .. r + (LONGEST_LOOKBACK - 1) steps`` (its window, flags and counts hold
   ``r``'s slot), and
