@@ -261,6 +261,7 @@ def test_any_history_ends_where_the_batch_over_the_final_candles_is(
     latest: dict[int, dict[str, Any]] = {}
     record: dict[int, StoredBar] = {}  # what the sink stores: the candle, its flag, its last row
     flagged: set[int] = set()
+    known: set[int] = set()
     for c, kind in events:
         out = fs.apply(c, kind, state)
         if isinstance(out, NeedsHistory):
@@ -269,6 +270,14 @@ def test_any_history_ends_where_the_batch_over_the_final_candles_is(
             rebuild(bars, out.from_open_time, state)
             out = fs.apply(c, kind, state)
         assert isinstance(out, list)
+        # every event changes a bar: re-derived are exactly its 50 slots and the rest of its run
+        r = c.open_time
+        known.add(r)
+        run_end = r
+        while run_end + MIN in known:
+            run_end += MIN
+        reach = max(run_end, r + (LONGEST_LOOKBACK - 1) * MIN)
+        assert [x["open_time"] for x in out] == sorted(t for t in known if r <= t <= reach)
         if kind != "new":
             flagged.add(c.open_time)
         cands = {c.open_time: c}
