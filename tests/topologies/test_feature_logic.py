@@ -252,12 +252,13 @@ def histories(draw: st.DrawFn) -> tuple[list[Candle], list[tuple[Candle, str]], 
 
 
 @settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(h=histories(), ring=st.sampled_from([60, 90, 400]))
+@given(h=histories(), ring=st.sampled_from([60, 90, 400]), json_state=st.booleans())
 def test_any_history_ends_where_the_batch_over_the_final_candles_is(
-    h: tuple[list[Candle], list[tuple[Candle, str]], set[int]], ring: int
+    h: tuple[list[Candle], list[tuple[Candle, str]], set[int]], ring: int, json_state: bool
 ) -> None:
     final, events, repaired = h
-    fs, state = FeatureStream(ring_bars=ring), PlainState()
+    fs = FeatureStream(ring_bars=ring)
+    state: PlainState | DictState = DictState() if json_state else PlainState()
     latest: dict[int, dict[str, Any]] = {}
     record: dict[int, StoredBar] = {}  # what the sink stores: the candle, its flag, its last row
     flagged: set[int] = set()
@@ -292,3 +293,24 @@ def test_any_history_ends_where_the_batch_over_the_final_candles_is(
     assert sorted(latest) == [c.open_time for c in final]
     want = features(frame(final, repaired), MIN)
     assert mismatches([latest[c.open_time] for c in final], want) == []
+
+
+def test_state_rebuilt_from_stored_rows_continues_like_the_uninterrupted_stream() -> None:
+    """The state is lost 40 bars before the first real outage: rebuilt from the last 100 stored
+    bars (candles, versions, carries), the stream goes on across the outage as if never lost."""
+    cs = xrp_candles()[25_000:26_400]
+    cut = OUTAGES[0][0] - 25_000 - 40
+    whole = stream(cs)
+    fs, state = FeatureStream(), PlainState()
+    done = stream(cs[:cut], fs, state)
+    stored = [
+        StoredBar(c, False, r["feature_version"], r["carry"]) for c, r in zip(cs[:cut], done, strict=True)
+    ]
+    fresh = PlainState()
+    rebuild(stored[-100:], cs[cut - 100].open_time, fresh)
+    assert stream(cs[cut:], fs, fresh) == whole[cut:]
+    # without the carries the recursive features could not go on
+    broken = PlainState()
+    no_carry = [0, None, None, None, None, None, None, None]
+    rebuild([dataclasses.replace(b, carry=no_carry) for b in stored[-100:]], cs[cut - 100].open_time, broken)
+    assert stream(cs[cut:], fs, broken)[0]["ema_26"] is None
