@@ -29,7 +29,9 @@ ema_12, ema_26, macd_signal, avg_gain, avg_loss, atr_14]`` (``pos`` its index in
 (None: the ring holds the whole stream). A change is derived in the ring when the ring covers
 the LONGEST_LOOKBACK slots before it; otherwise ``apply`` returns ``NeedsHistory`` with the range
 to read from the record, and ``rebuild`` makes the state from those stored bars (their candles,
-flags, versions and carries) before the candle is applied again.
+flags, versions and carries) before the candle is applied again. The ring is trimmed back to
+``ring_bars`` only when a new bar is appended, so the late fills that follow a rebuild find the
+history it brought.
 """
 
 from __future__ import annotations
@@ -337,7 +339,8 @@ class FeatureStream:
                 break
             ver[i] += 1
             rows.append(self._row(c, s, i, _derive(s, i, step), reason))
-        self._trim(s, step)
+        # no trim here: after a rebuild the ring keeps the history it was given until the next new
+        # bar, so a backfill's late fills in a row (oldest first) need one rebuild, not one each
         state.set(KEY, s)
         return rows
 

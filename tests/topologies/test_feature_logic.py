@@ -207,6 +207,15 @@ def test_a_change_older_than_the_ring_needs_history_and_rebuild_restores_it() ->
     big, big_state = FeatureStream(ring_bars=500), PlainState()
     stream(cs, big, big_state)
     assert out == big.apply(revised(target), "repair", big_state)
+    # the ring keeps what the rebuild brought until the next new bar: a second change just as
+    # far back is derived in state
+    assert len(state.d["f"]["t"]) == LONGEST_LOOKBACK + 100
+    nxt = fs.apply(revised(cs[301]), "repair", state)
+    assert isinstance(nxt, list) and [x["open_time"] for x in nxt] == [c.open_time for c in cs[301:]]
+    assert nxt == big.apply(revised(cs[301]), "repair", big_state)
+    more = [dataclasses.replace(cs[-1], open_time=cs[-1].open_time + k * MIN) for k in range(1, 3)]
+    for c in more:
+        fs.apply(c, "new", state)
     assert 80 <= len(state.d["f"]["t"]) < 80 + TRIM_SLACK
 
 
