@@ -38,6 +38,7 @@ from __future__ import annotations
 
 import bisect
 import math
+from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass
 from operator import mul
@@ -306,41 +307,111 @@ class FeatureStream:
             state.set(KEY, s)
             return rows
 
-        idx = bisect.bisect_left(t, ot)
-        present = t[idx] == ot
+        return self.apply_many([c], [kind], state, s)
+
+    def apply_many(
+        self,
+        candles: Sequence[Candle],
+        kinds: Sequence[CandleKind],
+        state: StreamState,
+        loaded: dict[str, Any] | None = None,
+    ) -> list[dict[str, Any]] | NeedsHistory:
+        """Several closed candles of one stream (a batch record) at once, ``kinds[i]`` for
+        ``candles[i]``: the same final rows as applying them one by one, but every affected row
+        is derived and emitted once (``feature_version`` + 1 once; reason of the newest change,
+        in arrival order, that reaches it), in open-time order. A backfill page of late fills
+        costs one pass instead of one re-derivation per candle. ``NeedsHistory`` (nothing
+        applied) when any candle changes a bar older than the ring covers."""
+        if not candles:
+            return []
+        s = loaded if loaded is not None else state.get(KEY) or _empty()
+        c0 = candles[0]
+        step = interval_ms(c0.interval)
+        t = s["t"]
         cover = s["cover"]
-        if cover is not None and cover > ot - _W * step:
-            return NeedsHistory(c.symbol, c.interval, ot, ot - _W * step, t[-1])
-        if present:
-            if (s["o"][idx], s["h"][idx], s["l"][idx], s["c"][idx], s["v"][idx]) == (
-                c.open, c.high, c.low, c.close, c.volume,
-            ):  # fmt: skip
-                return []
-            reason = "repair"
-            for k, x in zip("ohlcv", (c.open, c.high, c.low, c.close, c.volume), strict=True):
-                s[k][idx] = x
-            s["fl"][idx] = 1
-            s["ver"][idx] += 1
-        else:
-            for k, x in zip(BAR_COLS, (ot, c.open, c.high, c.low, c.close, c.volume, 1, 1), strict=True):
-                s[k].insert(idx, x)
-            for k in CARRY_COLS:
-                s[k].insert(idx, None)
-            before = idx > 0 and t[idx - 1] == ot - step
-            after = t[idx + 1] == ot + step
-            reason = "gap_repaired" if before and after else "late_fill"
-        rows = [self._row(c, s, idx, _derive(s, idx, step), reason)]
-        reach = ot + (_W - 1) * step
-        in_run = True
-        ver = s["ver"]
-        for i in range(idx + 1, len(t)):
-            in_run = in_run and t[i] == t[i - 1] + step
-            if not in_run and t[i] > reach:
-                break
-            ver[i] += 1
-            rows.append(self._row(c, s, i, _derive(s, i, step), reason))
-        # no trim here: after a rebuild the ring keeps the history it was given until the next new
-        # bar, so a backfill's late fills in a row (oldest first) need one rebuild, not one each
+        if cover is not None and t:
+            old = [c.open_time for c in candles if c.open_time <= t[-1] and cover > c.open_time - _W * step]
+            if old:
+                ot = min(old)
+                return NeedsHistory(c0.symbol, c0.interval, ot, ot - _W * step, t[-1])
+        o_, h_, l_, c_, v_, fl, ver = s["o"], s["h"], s["l"], s["c"], s["v"], s["fl"], s["ver"]
+        own: dict[int, str] = {}  # reason of each touched bar's own row
+        changes: list[tuple[int, int, str]] = []  # (open time, arrival, reason) of repairs, late fills
+        appended = False
+        for seq, (c, kind) in enumerate(zip(candles, kinds, strict=True)):
+            ot = c.open_time
+            if not t or ot > t[-1]:
+                for col, x in zip(BAR_COLS, (ot, c.open, c.high, c.low, c.close, c.volume,
+                                            0 if kind == "new" else 1, 0), strict=True):  # fmt: skip
+                    s[col].append(x)
+                for col in CARRY_COLS:
+                    s[col].append(None)
+                own[ot] = kind
+                appended = True
+                continue
+            idx = bisect.bisect_left(t, ot)
+            if t[idx] == ot:
+                if (o_[idx], h_[idx], l_[idx], c_[idx], v_[idx]) == (
+                    c.open,
+                    c.high,
+                    c.low,
+                    c.close,
+                    c.volume,
+                ):
+                    continue
+                reason = "repair"
+                o_[idx], h_[idx], l_[idx], c_[idx], v_[idx] = c.open, c.high, c.low, c.close, c.volume
+                fl[idx] = 1
+            else:
+                for col, x in zip(
+                    BAR_COLS, (ot, c.open, c.high, c.low, c.close, c.volume, 1, 0), strict=True
+                ):
+                    s[col].insert(idx, x)
+                for col in CARRY_COLS:
+                    s[col].insert(idx, None)
+                before = idx > 0 and t[idx - 1] == ot - step
+                reason = "gap_repaired" if before and t[idx + 1] == ot + step else "late_fill"
+            own[ot] = reason
+            changes.append((ot, seq, reason))
+        if not own:
+            return []
+
+        # one pass from the earliest touched bar: a bar is derived when it is touched, or in the
+        # 50 slots of a change, or in the run of one (EMA/Wilder carry it); others keep their carry
+        changes.sort()
+        last = max(own)
+        window: deque[tuple[int, int, str]] = deque()
+        run: tuple[int, str] | None = None  # (arrival, reason) of the newest change carried here
+        nc = 0
+        rows: list[dict[str, Any]] = []
+        for i in range(bisect.bisect_left(t, min(own)), len(t)):
+            ti = t[i]
+            if run is not None and t[i - 1] != ti - step:
+                run = None
+            while nc < len(changes) and changes[nc][0] <= ti:
+                ch = changes[nc]
+                nc += 1
+                window.append(ch)
+                if run is None or ch[1] > run[0]:
+                    run = (ch[1], ch[2])
+            while window and window[0][0] < ti - (_W - 1) * step:
+                window.popleft()
+            why = own.get(ti)
+            if why is None:
+                if not window and run is None:
+                    if nc == len(changes) and ti > last:
+                        break
+                    continue
+                newest = max((ch[1], ch[2]) for ch in window) if window else (-1, "")
+                if run is not None and run[0] > newest[0]:
+                    newest = run
+                why = newest[1]
+            ver[i] += 1  # a bar first seen in this batch holds 0: its first row is version 1
+            rows.append(self._row(c0, s, i, _derive(s, i, step), why))
+        if appended:
+            # only on new bars: after a rebuild the ring keeps the history it was given until the
+            # next new bar, so a backfill's late fills in a row need one rebuild, not one each
+            self._trim(s, step)
         state.set(KEY, s)
         return rows
 

@@ -261,10 +261,16 @@ def histories(draw: st.DrawFn) -> tuple[list[Candle], list[tuple[Candle, str]], 
 
 
 @settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(h=histories(), ring=st.sampled_from([60, 90, 400]), json_state=st.booleans())
+@given(
+    h=histories(),
+    ring=st.sampled_from([60, 90, 400]),
+    json_state=st.booleans(),
+    chunk=st.sampled_from([1, 1, 5, 40]),
+)
 def test_any_history_ends_where_the_batch_over_the_final_candles_is(
-    h: tuple[list[Candle], list[tuple[Candle, str]], set[int]], ring: int, json_state: bool
+    h: tuple[list[Candle], list[tuple[Candle, str]], set[int]], ring: int, json_state: bool, chunk: int
 ) -> None:
+    """Events one by one (``apply``) or in batch records of ``chunk`` (``apply_many``)."""
     final, events, repaired = h
     fs = FeatureStream(ring_bars=ring)
     state: PlainState | DictState = DictState() if json_state else PlainState()
@@ -272,33 +278,44 @@ def test_any_history_ends_where_the_batch_over_the_final_candles_is(
     record: dict[int, StoredBar] = {}  # what the sink stores: the candle, its flag, its last row
     flagged: set[int] = set()
     known: set[int] = set()
-    for c, kind in events:
-        out = fs.apply(c, kind, state)
+
+    def apply(part: list[tuple[Candle, str]]) -> list[dict[str, Any]] | NeedsHistory:
+        if chunk == 1:
+            return fs.apply(part[0][0], part[0][1], state)
+        return fs.apply_many([c for c, _ in part], [k for _, k in part], state)
+
+    for at in range(0, len(events), chunk):
+        part = events[at : at + chunk]
+        out = apply(part)
         if isinstance(out, NeedsHistory):
             event("needs history")
             bars = [record[t] for t in sorted(record) if out.from_open_time <= t <= out.to_open_time]
             rebuild(bars, out.from_open_time, state)
-            out = fs.apply(c, kind, state)
+            out = apply(part)
         assert isinstance(out, list)
-        # every event changes a bar: re-derived are exactly its 50 slots and the rest of its run
-        r = c.open_time
-        known.add(r)
-        run_end = r
-        while run_end + MIN in known:
-            run_end += MIN
-        reach = max(run_end, r + (LONGEST_LOOKBACK - 1) * MIN)
-        assert [x["open_time"] for x in out] == sorted(t for t in known if r <= t <= reach)
-        if kind != "new":
-            flagged.add(c.open_time)
-        cands = {c.open_time: c}
-        for r in out:
-            event(r["reason"])
-            prev = latest.get(r["open_time"])
-            assert r["feature_version"] == (prev["feature_version"] + 1 if prev else 1)
-            latest[r["open_time"]] = r
-            t = r["open_time"]
-            cand = cands.get(t) or record[t].candle
-            record[t] = StoredBar(cand, t in flagged, r["feature_version"], r["carry"])
+        # every event changes a bar: re-derived are exactly its 50 slots and the rest of its run,
+        # over the bars known once the record is applied, each row once
+        known.update(c.open_time for c, _ in part)
+        want_times: set[int] = set()
+        for c, _ in part:
+            r = c.open_time
+            run_end = r
+            while run_end + MIN in known:
+                run_end += MIN
+            reach = max(run_end, r + (LONGEST_LOOKBACK - 1) * MIN)
+            want_times.update(t for t in known if r <= t <= reach)
+        assert [x["open_time"] for x in out] == sorted(want_times)
+        flagged.update(c.open_time for c, kind in part if kind != "new")
+        cands = {c.open_time: c for c, _ in part}
+        for row in out:
+            event(row["reason"])
+            t = row["open_time"]
+            prev = latest.get(t)
+            assert row["feature_version"] == (prev["feature_version"] + 1 if prev else 1)
+            latest[t] = row
+            record[t] = StoredBar(
+                cands.get(t) or record[t].candle, t in flagged, row["feature_version"], row["carry"]
+            )
     assert sorted(latest) == [c.open_time for c in final]
     want = features(frame(final, repaired), MIN)
     assert mismatches([latest[c.open_time] for c in final], want) == []
@@ -323,3 +340,46 @@ def test_state_rebuilt_from_stored_rows_continues_like_the_uninterrupted_stream(
     no_carry = [0, None, None, None, None, None, None, None]
     rebuild([dataclasses.replace(b, carry=no_carry) for b in stored[-100:]], cs[cut - 100].open_time, broken)
     assert stream(cs[cut:], fs, broken)[0]["ema_26"] is None
+
+
+def test_a_backfill_page_re_derives_each_row_once() -> None:
+    """60 real bars held back and delivered as one batch record of late fills (oldest first):
+    every affected row derived once, ending as one by one would; the real outage 140 bars later
+    stops the re-derivation (the EMA/Wilder features re-seeded after it)."""
+    lo, hi = OUTAGES[1][0] - 400, OUTAGES[1][0] + 300
+    cs = list(xrp_candles()[lo:hi])
+    hole = range(200, 260)
+    kept = [c for i, c in enumerate(cs) if i not in hole]
+    fs, state = FeatureStream(ring_bars=800), PlainState()
+    first = by_time(stream(kept, fs, state))
+    page = [cs[i] for i in hole]
+    out = fs.apply_many(page, ["late_fill"] * len(page), state)
+    assert isinstance(out, list)
+    assert [x["open_time"] for x in out] == [c.open_time for c in cs[200:400]]
+    got = by_time(out)
+    assert [got[c.open_time]["feature_version"] for c in cs[200:400]] == [1] * 60 + [2] * 140
+    assert {got[c.open_time]["reason"] for c in cs[200:259]} == {"late_fill"}
+    assert got[cs[259].open_time]["reason"] == "gap_repaired"  # the last fill closes the hole
+    assert {got[c.open_time]["reason"] for c in cs[260:400]} == {"gap_repaired"}
+    # one by one ends with the same values (and higher versions: one per re-derivation)
+    one_fs, one_state = FeatureStream(ring_bars=800), PlainState()
+    stream(kept, one_fs, one_state)
+    last: dict[int, dict[str, Any]] = {}
+    for c in page:
+        rows = one_fs.apply(c, "late_fill", one_state)
+        assert isinstance(rows, list)
+        last.update(by_time(rows))
+    strip = ("feature_version", "reason")
+    assert [{k: v for k, v in got[t].items() if k not in strip} for t in sorted(got)] == [
+        {k: v for k, v in last[t].items() if k not in strip} for t in sorted(got)
+    ]
+    # one by one, the bar after the hole was derived again by each of the 49 fills within 50 slots
+    assert (
+        last[cs[260].open_time]["feature_version"] == 50 and last[cs[399].open_time]["feature_version"] == 2
+    )
+    want = features(frame(cs, [c.open_time for c in page]), MIN)
+    assert mismatches([got.get(c.open_time) or first[c.open_time] for c in cs], want) == []
+    # a page of new candles is the same rows as one by one
+    fresh, fresh_state = FeatureStream(), PlainState()
+    paged = fresh.apply_many(cs[:300], ["new"] * 300, fresh_state)
+    assert paged == stream(cs[:300])
