@@ -11,6 +11,7 @@ import pytest
 import talib
 
 from indicators.batch import features
+from indicators.definitions import FEATURES, LONGEST_LOOKBACK
 from tests.indicators.helpers import frame
 from tests.topologies.helpers import vision_candles, xrp_candles
 
@@ -108,3 +109,17 @@ def test_no_volume_and_no_movement_follow_the_value_rules() -> None:
     # ...and a run that starts flat has no movement at all
     flat = [dataclasses.replace(x, close=cs[0].close, high=cs[0].close, low=cs[0].close) for x in cs[:20]]
     assert features(frame(flat), MIN)["rsi_14"].iloc[14:].tolist() == [50.0] * 6
+
+
+def test_every_feature_starts_at_its_defined_lookback_after_each_real_outage() -> None:
+    """Generic over FEATURES: null exactly before ``lookback - 1`` bars of the run, at the dump's
+    start and after both real outages (150 and 283 bars)."""
+    out = features(frame(xrp_candles()), MIN)
+    assert list(out.columns[1 : 1 + len(FEATURES)]) == [f.name for f in FEATURES]
+    assert LONGEST_LOOKBACK == 50 and len({f.name for f in FEATURES}) == len(FEATURES)
+    for start in (0, FIRST_OUTAGE, 33_212):
+        run = out.iloc[start : start + LONGEST_LOOKBACK + 10]
+        for f in FEATURES:
+            defined = run[f.name].notna().tolist()
+            assert defined == [k >= f.lookback - 1 for k in range(len(run))], (start, f.name)
+        assert run["window_complete"].tolist() == [k >= LONGEST_LOOKBACK - 1 for k in range(len(run))]
