@@ -383,3 +383,20 @@ def test_a_backfill_page_re_derives_each_row_once() -> None:
     fresh, fresh_state = FeatureStream(), PlainState()
     paged = fresh.apply_many(cs[:300], ["new"] * 300, fresh_state)
     assert paged == stream(cs[:300])
+
+
+def test_a_5m_stream_from_real_1m_bars_equals_batch() -> None:
+    """The interval's grid comes from the candle: 5m bars made of real LINK 1m bars, with two
+    5m bars dropped, stream and batch agree with a 5m step."""
+    ones = vision_candles("LINKUSDT")[:6000]
+    fives = []
+    for k in range(0, len(ones), 5):
+        g = ones[k : k + 5]
+        fives.append(dataclasses.replace(
+            g[0], interval="5m", close_time=g[-1].close_time, high=max(c.high for c in g),
+            low=min(c.low for c in g), close=g[-1].close, volume=sum(c.volume for c in g),
+        ))  # fmt: skip
+    del fives[500:502]
+    rows = stream(fives)
+    assert rows[500]["bars_missing_in_window"] == 2 and rows[500]["ret_1"] is None
+    assert mismatches(rows, features(frame(fives), 5 * MIN)) == []
