@@ -5,7 +5,8 @@
 feature rows it produces: one for a new bar after the newest, and for a repair or late fill the
 row of the changed bar and every row whose lookback contains it, derived again, each with its
 ``feature_version`` one above the last emitted for that open time. The features and the gap rule
-are ``indicators.definitions``.
+are ``indicators.definitions``. ``apply_many(candles, kinds, state)`` does the same for a batch
+record of one stream and emits each affected row once.
 
 Rows are dicts: ``symbol``, ``interval``, ``open_time``, every feature of FEATURES (float or
 None), ``window_complete``, ``bars_missing_in_window``, ``window_has_repair``,
