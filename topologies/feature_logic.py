@@ -40,7 +40,7 @@ from __future__ import annotations
 import bisect
 import math
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from operator import mul
 from typing import Any, Literal
@@ -439,3 +439,37 @@ def rebuild(bars: Sequence[StoredBar], from_open_time: int | None, state: Stream
             s[k].append(carried)
     s["cover"] = from_open_time
     state.set(KEY, s)
+
+
+def replay(
+    candles: Sequence[Candle],
+    repaired: Collection[int],
+    versions: Mapping[int, int],
+    state: StreamState,
+    ring_bars: int = RING_BARS,
+) -> list[dict[str, Any]]:
+    """Make the state of a stream from stored candles alone (no carries), deriving every bar:
+    exact when ``candles[0]`` starts a run (the stream's first bar, or the first after a hole),
+    where the recursive features seed. ``repaired``: open times of repaired or late-filled
+    bars; ``versions``: the last feature_version per open time (absent: 0). Returns the rows
+    as derived (with those versions, reason ``"replay"``), for checking against the record."""
+    s = _empty()
+    if not candles:
+        state.set(KEY, s)
+        return []
+    step = interval_ms(candles[0].interval)
+    fs = FeatureStream(ring_bars)
+    rows = []
+    for i, c in enumerate(candles):
+        for k, x in zip(BAR_COLS, (c.open_time, c.open, c.high, c.low, c.close, c.volume,
+                                   int(c.open_time in repaired), versions.get(c.open_time, 0)),
+                        strict=True):  # fmt: skip
+            s[k].append(x)
+        for k in CARRY_COLS:
+            s[k].append(None)
+        rows.append(fs._row(c, s, i, _derive(s, i, step), "replay"))
+    # the slot before the first candle is known empty, so every bar from it on is in the ring
+    s["cover"] = candles[0].open_time - step
+    fs._trim(s, step)
+    state.set(KEY, s)
+    return rows

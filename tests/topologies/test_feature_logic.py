@@ -17,7 +17,7 @@ from indicators.definitions import FEATURE_NAMES, LONGEST_LOOKBACK
 from schemas.klines import Candle
 from tests.indicators.helpers import frame, mismatches
 from tests.topologies.helpers import DictState, vision_candles, xrp_candles
-from topologies.feature_logic import TRIM_SLACK, FeatureStream, NeedsHistory, StoredBar, rebuild
+from topologies.feature_logic import TRIM_SLACK, FeatureStream, NeedsHistory, StoredBar, rebuild, replay
 
 MIN = 60_000
 OUTAGES = ((26_040, 150), (33_212, 283))  # (index of the first bar after, missing bars)
@@ -400,3 +400,22 @@ def test_a_5m_stream_from_real_1m_bars_equals_batch() -> None:
     rows = stream(fives)
     assert rows[500]["bars_missing_in_window"] == 2 and rows[500]["ret_1"] is None
     assert mismatches(rows, features(frame(fives), 5 * MIN)) == []
+
+
+def test_replay_from_a_run_start_restores_the_state_from_candles_alone() -> None:
+    """No carries stored: replaying the candles from the first bar after the first real outage
+    (a run start) gives that stretch's rows and a state that goes on as the whole stream does."""
+    cs = xrp_candles()
+    start = OUTAGES[0][0]
+    whole = stream(cs[start - 500 : start + 1000])
+    state = PlainState()
+    rows = replay(cs[start : start + 400], set(), {}, state)
+    strip = ("feature_version", "reason")
+    assert [{k: v for k, v in r.items() if k not in strip} for r in rows] == [
+        {k: v for k, v in r.items() if k not in strip} for r in whole[500:900]
+    ]
+    assert stream(cs[start + 400 : start + 1000], FeatureStream(), state) == whole[900:]
+    # from the middle of a run the recursive features would seed in the wrong place
+    mid = PlainState()
+    replay(cs[start + 100 : start + 400], set(), {}, mid)
+    assert stream(cs[start + 400 : start + 401], FeatureStream(), mid)[0]["ema_26"] != whole[900]["ema_26"]
