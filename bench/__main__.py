@@ -22,6 +22,7 @@ BENCHES = [
         ["bench.topology_profile", "--batch", "500", "--klines", "150000"],
     ),
     ("Continuity scan per symbol-year", ["bench.continuity_scan"]),
+    ("Rolling features per closed candle", ["bench.features"]),
     ("Gap detection to repair", ["bench.gap_repair"]),
     ("API: REST recent latency and WebSocket fan-out", ["bench.api_bench"]),
     ("Peak memory of the demo", ["bench.demo_rss"]),
