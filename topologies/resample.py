@@ -152,11 +152,16 @@ class Resampler:
             # a state lost or behind the record: the newest stored bar is the newest seen
             last = self._stored_until[symbol]
         bar_key = f"b{t}"
-        is_new = state.get(bar_key) is None
+        # Keys past the newest bar seen (the state's or the record's) were never written: a bar
+        # is stored with "last" in the same step, a bucket's count and emitted mark only once a
+        # bar of it is, and buckets loaded from the record end at its newest bar. Not asking the
+        # state for them saves a store lookup (a miss costs as much as a hit) per key and bar.
+        is_new = last is None or t > last or state.get(bar_key) is None
         state.set(bar_key, bar_of(candle))
         for iv, step, start in spans:
             count_key = f"n{iv}:{start}"
-            n = int(state.get(count_key) or 0) + (1 if is_new else 0)
+            unseen = last is None or start > bucket_start(last, iv)
+            n = (0 if unseen else int(state.get(count_key) or 0)) + (1 if is_new else 0)
             state.set(count_key, n)
             # the bucket of the previous newest bar is over once a later bucket starts
             if last is not None and t > last:
@@ -166,7 +171,7 @@ class Resampler:
                     if int(state.get(f"n{iv}:{prev}") or 0) > 0:
                         out.append(self._emit(symbol, iv, prev, state, now))
             over = last is not None and start + step <= max(last, t)
-            if n == step // MINUTE_MS or over or state.get(f"e{iv}:{start}"):
+            if n == step // MINUTE_MS or over or (not unseen and state.get(f"e{iv}:{start}")):
                 out.append(self._emit(symbol, iv, start, state, now))
         if last is None or t > last:
             state.set("last", t)
