@@ -12,33 +12,18 @@ from __future__ import annotations
 import dataclasses
 import json
 import timeit
-from typing import Any
 
 import orjson
 
 from indicators.batch import features
 from schemas.klines import Candle
 from tests.indicators.helpers import frame
-from tests.topologies.helpers import xrp_candles
+from tests.topologies.helpers import PlainState, xrp_candles
 from topologies.feature_logic import FeatureStream
 
 
-class _State:
-    def __init__(self) -> None:
-        self.d: dict[str, Any] = {}
-
-    def get(self, key: str, default: Any = None) -> Any:
-        return self.d.get(key, default)
-
-    def set(self, key: str, value: Any) -> None:
-        self.d[key] = value
-
-    def delete(self, key: str) -> None:
-        self.d.pop(key, None)
-
-
 def _run(cs: tuple[Candle, ...], checkpoint: int | None) -> None:
-    fs, st = FeatureStream(), _State()
+    fs, st = FeatureStream(), PlainState()
     for i, c in enumerate(cs):
         fs.apply(c, "new", st)
         if checkpoint and i % checkpoint == 0:
@@ -49,7 +34,7 @@ def main() -> None:
     cs = xrp_candles()
     new_us = min(timeit.repeat(lambda: _run(cs, None), number=1, repeat=3)) / len(cs) * 1e6
     ckpt_us = min(timeit.repeat(lambda: _run(cs, 1000), number=1, repeat=3)) / len(cs) * 1e6
-    fs, st = FeatureStream(), _State()
+    fs, st = FeatureStream(), PlainState()
     for c in cs[:2000]:
         fs.apply(c, "new", st)
     state = orjson.dumps(st.d)
@@ -68,7 +53,7 @@ def main() -> None:
     kept = cs[:page_lo] + cs[page_lo + 500 : 3000]
 
     def backfill() -> tuple[float, int]:
-        fs, st = FeatureStream(ring_bars=3000), _State()
+        fs, st = FeatureStream(ring_bars=3000), PlainState()
         for c in kept:
             fs.apply(c, "new", st)
         t0 = timeit.default_timer()

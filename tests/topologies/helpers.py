@@ -64,6 +64,22 @@ class DictState:
         self.d.pop(key, None)
 
 
+class PlainState:
+    """A state without serialisation, for long runs (DictState round-trips through JSON)."""
+
+    def __init__(self) -> None:
+        self.d: dict[str, Any] = {}
+
+    def get(self, key: str, default: Any = None) -> Any:
+        return self.d.get(key, default)
+
+    def set(self, key: str, value: Any) -> None:
+        self.d[key] = value
+
+    def delete(self, key: str) -> None:
+        self.d.pop(key, None)
+
+
 class NoRecord:
     """An empty durable record."""
 

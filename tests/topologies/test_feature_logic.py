@@ -16,27 +16,11 @@ from indicators.batch import features
 from indicators.definitions import FEATURE_NAMES, LONGEST_LOOKBACK
 from schemas.klines import Candle
 from tests.indicators.helpers import frame, mismatches
-from tests.topologies.helpers import DictState, vision_candles, xrp_candles
+from tests.topologies.helpers import DictState, PlainState, vision_candles, xrp_candles
 from topologies.feature_logic import TRIM_SLACK, FeatureStream, NeedsHistory, StoredBar, rebuild, replay
 
 MIN = 60_000
 OUTAGES = ((26_040, 150), (33_212, 283))  # (index of the first bar after, missing bars)
-
-
-class PlainState:
-    """A state without serialisation, for the long runs (DictState round-trips through JSON)."""
-
-    def __init__(self) -> None:
-        self.d: dict[str, Any] = {}
-
-    def get(self, key: str, default: Any = None) -> Any:
-        return self.d.get(key, default)
-
-    def set(self, key: str, value: Any) -> None:
-        self.d[key] = value
-
-    def delete(self, key: str) -> None:
-        self.d.pop(key, None)
 
 
 def stream(
