@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
+import orjson
 from pydantic import BaseModel, ConfigDict, Field
 
 from schemas.klines import Candle
@@ -68,6 +69,12 @@ def candle_out(c: Candle, revision: int = 0) -> dict[str, object]:
         "revision": revision,
         "bars": c.bars,
     }
+
+
+def output_json(out: dict[str, Any]) -> bytes:
+    """The JSON a topology output is published as: the output without its ``kind`` (the
+    events topic and the ``ohlcv_events`` payload carry these very bytes)."""
+    return orjson.dumps({k: v for k, v in out.items() if k != "kind"})
 
 
 def stored_candles(event: dict[str, Any]) -> list[dict[str, Any]]:

@@ -15,13 +15,12 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-import orjson
 import pyarrow as pa  # type: ignore[import-untyped]
 from clickhouse_connect.driver.client import Client
 from quixstreams.sinks import BatchingSink, SinkBackpressureError, SinkBatch
 
 from ohlcv.infra.clickhouse import make_client
-from schemas.events import candle_version, stored_candles
+from schemas.events import candle_version, output_json, stored_candles
 from sinks.clickhouse_bulk import ARROW_TS, INSERT_SETTINGS
 
 logger = logging.getLogger(__name__)
@@ -77,10 +76,8 @@ class Rows:
             if cs:
                 self._parts.append((symbol, interval, seq, now_ms, cs))
                 self.candle_count += len(cs)
-            # the text the topology published (``json``), else the event without its kind
-            data = out.get("json")
-            if data is None:
-                data = orjson.dumps({k: v for k, v in out.items() if k != "kind"})
+            # the bytes the topology published, else the same serialised here
+            data = out.get("json") or output_json(out)
             self.events.append([
                 out["symbol"], out["interval"], out["seq"], out["type"], event_open_time(out),
                 out["emitted_at"], data,

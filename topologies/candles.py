@@ -27,6 +27,7 @@ from quixstreams.dataframe import StreamingDataFrame
 from quixstreams.models import Topic
 from quixstreams.sinks import BaseSink
 
+from schemas.events import output_json
 from schemas.klines import (
     MAX_BATCH,
     Candle,
@@ -224,13 +225,11 @@ class Publisher:
         for o in value:
             kind = o["kind"]
             if kind == "event":
-                data = orjson.dumps({k: v for k, v in o.items() if k != "kind"})
-                o["json"] = data
+                data = o["json"] = output_json(o)
                 produce(topic=self.events, value=data, key=f"{o['symbol']}:{o['interval']}",
                         timestamp=timestamp)  # fmt: skip
             elif kind == "dead":
-                data = orjson.dumps({k: v for k, v in o.items() if k != "kind"})
-                produce(topic=self.dead, value=data, key=o.get("key"), timestamp=timestamp)
+                produce(topic=self.dead, value=output_json(o), key=o.get("key"), timestamp=timestamp)
             elif kind == "raw":
                 assert self.raw is not None, (
                     "higher candles come from a resampler, which build_candles gives the raw topic"

@@ -93,6 +93,3 @@ class CheckpointStates:
         views, self._views = self._views, {}
         for v in views.values():
             v.write()
-
-    def __len__(self) -> int:
-        return len(self._views)
