@@ -22,10 +22,12 @@ from indicators.definitions import (
     MA_50,
     MACD,
     MACD_SIGNAL,
+    RANGE_PCT,
     RET_1,
     RET_5,
     RET_10,
     ROLLING_VOL_20,
+    ROW_FLAGS,
     RSI_14,
     VOLUME_Z_20,
     VWAP_20,
@@ -33,9 +35,6 @@ from indicators.definitions import (
     ema_alpha,
     wilder_alpha,
 )
-
-#: input columns; ``repaired`` is optional (False when absent)
-INPUT_COLUMNS = ("open_time", "open", "high", "low", "close", "volume")
 
 
 def _seeded_ewm(
@@ -56,7 +55,7 @@ def features(candles: pd.DataFrame, step_ms: int) -> pd.DataFrame:
 
     Returns ``open_time``, every feature of FEATURES (NaN for null), ``window_complete``,
     ``bars_missing_in_window`` and ``window_has_repair``."""
-    columns = ["open_time", *FEATURE_NAMES, "window_complete", "bars_missing_in_window", "window_has_repair"]
+    columns = ["open_time", *FEATURE_NAMES, *ROW_FLAGS]
     df = candles.sort_values("open_time").reset_index(drop=True)
     if df.empty:
         return pd.DataFrame(columns=columns)
@@ -114,7 +113,7 @@ def features(candles: pd.DataFrame, step_ms: int) -> pd.DataFrame:
     nz = VOLUME_Z_20.period
     sd = v.rolling(nz).std(ddof=1)
     out[VOLUME_Z_20.name] = _defined(((v - v.rolling(nz).mean()) / sd).where(sd != 0), VOLUME_Z_20, pos)
-    out["range_pct"] = (h - lo) / c
+    out[RANGE_PCT.name] = (h - lo) / c
 
     # window flags on the full grid: every slot from the first bar to the last, present or not
     grid = pd.RangeIndex(int(ot.iloc[0]), int(ot.iloc[-1]) + step_ms, step_ms)

@@ -11,7 +11,7 @@ import ast
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-PACKAGES = ("ohlcv", "schemas", "streams", "topologies", "sinks", "api", "fakes")
+PACKAGES = ("ohlcv", "schemas", "streams", "topologies", "sinks", "api", "fakes", "indicators")
 #: product modules allowed to import the fakes: the demo composition
 FAKES_USERS = {"ohlcv.demo"}
 
@@ -120,3 +120,11 @@ def test_no_product_module_imports_the_fakes_but_the_demo() -> None:
     assert users == FAKES_USERS
     # and the demo sits on top: nothing else in the project imports it
     assert {m for m, deps in graph.items() if "ohlcv.demo" in deps} == {"ohlcv.cli"}
+
+
+def test_the_feature_batch_reference_stands_apart_from_the_streaming_code() -> None:
+    """The exactness tests compare the stream with ``indicators.batch``: it shares the feature
+    definitions, never the streaming update code."""
+    graph = import_graph()
+    assert "indicators.definitions" in graph["indicators.batch"]
+    assert {d for d in graph["indicators.batch"] if d.split(".")[0] == "topologies"} == set()

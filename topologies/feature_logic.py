@@ -54,11 +54,11 @@ from indicators.definitions import (
     LONGEST_LOOKBACK,
     MA_20,
     MA_50,
-    MACD,
     MACD_SIGNAL,
     RET_5,
     RET_10,
     ROLLING_VOL_20,
+    ROW_FLAGS,
     RSI_14,
     VOLUME_Z_20,
     VWAP_20,
@@ -93,7 +93,6 @@ _P_MA20 = MA_20.lookback - 1
 _P_MA50 = MA_50.lookback - 1
 _P_E12 = EMA_12.lookback - 1
 _P_E26 = EMA_26.lookback - 1
-_P_MACD = MACD.lookback - 1
 _P_SIG = MACD_SIGNAL.lookback - 1
 _P_RSI = RSI_14.lookback - 1
 _P_ATR = ATR_14.lookback - 1
@@ -225,11 +224,10 @@ def _derive(s: dict[str, Any], i: int, step: int) -> list[Any]:
         if pos >= _P_MA50:
             ma50 = sum(c[i - _P_MA50 : i + 1]) / MA_50.period
     if pos >= _P_VWAP:
-        k0 = i - _N_VWAP + 1
-        sv = sum(v[k0 : i + 1])
+        k0, i1 = i - _N_VWAP + 1, i + 1
+        vs = v[k0:i1]
+        sv = sum(vs)
         if sv != 0:
-            i1 = i + 1
-            vs = v[k0:i1]
             # sum(tp v) as three dot products: the same sum to rounding, at C speed
             spv = sum(map(mul, h[k0:i1], vs)) + sum(map(mul, lo[k0:i1], vs)) + sum(map(mul, c[k0:i1], vs))
             vwap = spv / 3.0 / sv
@@ -264,7 +262,7 @@ def _derive(s: dict[str, Any], i: int, step: int) -> list[Any]:
             missing == 0, missing, rep, [pos, r1, e12, e26, sig, ag, al, atr]]  # fmt: skip
 
 
-_ROW_KEYS = (*FEATURE_NAMES, "window_complete", "bars_missing_in_window", "window_has_repair", "carry")
+_ROW_KEYS = (*FEATURE_NAMES, *ROW_FLAGS, "carry")
 
 
 class FeatureStream:

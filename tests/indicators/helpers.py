@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from indicators.definitions import FEATURE_NAMES
+from indicators.definitions import FEATURE_NAMES, ROW_FLAGS
 from schemas.klines import Candle
 
 REL = 1e-9
@@ -17,7 +17,7 @@ REL = 1e-9
 #: rounding of either EMA (~1e-16 of the price) dominates, so they are held to 1e-9 relative or
 #: 1e-12 of ema_26, whichever is larger (thousands of ulps of the operands)
 CANCELLING = {"macd": 1e-12, "macd_signal": 1e-12}
-FLAGS = ("window_complete", "bars_missing_in_window", "window_has_repair")
+FLAGS = ROW_FLAGS
 
 
 def frame(candles: Iterable[Candle], repaired: Iterable[int] = ()) -> pd.DataFrame:
