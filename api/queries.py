@@ -41,7 +41,7 @@ from streams.continuity import (
 logger = logging.getLogger(__name__)
 
 #: effective gap segment states that still miss bars
-OPEN_GAP_STATES: tuple[str, ...] = ("open", "repairing", "failed", "exchange_gap")
+OPEN_GAP_STATES: tuple[str, ...] = (*WAITING_STATES, "exchange_gap")
 
 
 @dataclass(frozen=True, slots=True)

@@ -21,13 +21,12 @@ from api.models import (
     RecentResponse,
 )
 from api.recent_book import RECENT_SERVED
+from streams.continuity import MAX_TIME_MS
 
 MAX_LIMIT = 1000
 MAX_DELTA_LIMIT = 5000
 MAX_GAPS_LIMIT = 10_000
 DEFAULT_SAMPLE_FOR_GAP = 2000
-#: the last millisecond ClickHouse DateTime64(3) holds (2299-12-31T23:59:59.999Z)
-MAX_TIME_MS = 10_413_791_999_999
 
 ERRORS: dict[int | str, dict[str, Any]] = {
     401: {"model": ErrorResponse, "description": "no API key (X-API-Key)"},
