@@ -1,4 +1,4 @@
-"""Production entrypoints: ``ohlcv init`` and ``ohlcv run api|candles|ingest``.
+"""Production entrypoints: ``ohlcv init`` and ``ohlcv run api|candles|features|ingest``.
 
 Each docker-compose service runs one of these in the foreground against a Kafka cluster
 (KAFKA_BROKER_ADDRESS) and a ClickHouse server (CLICKHOUSE_URL). None of them starts embedded
@@ -105,6 +105,17 @@ def run_candles(metrics_port: MetricsPort = 9100) -> None:
     _setup_logging()
     _serve_metrics(metrics_port)
     service_main("topologies.runner", "the candles service")(settings)
+
+
+@run_app.command("features")
+def run_features(metrics_port: MetricsPort = 9100) -> None:
+    """Run the features topology: candle events in, feature rows out (ohlcv.features, ClickHouse)."""
+    settings = production_settings("run features")
+    _setup_logging()
+    _serve_metrics(metrics_port)
+    from topologies.runner import features_main
+
+    features_main(settings)
 
 
 @run_app.command("ingest")

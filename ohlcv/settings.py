@@ -47,6 +47,15 @@ class Settings(BaseSettings):
     data_dir: Path = Path(".data")
     kafka_broker_address: str = Field(default="", description="empty: start the embedded broker")
     kafka_consumer_group: str = "ohlcv-candles"
+    features_consumer_group: str = Field(
+        default="ohlcv-features", description="consumer group of `ohlcv run features` (production)"
+    )
+    features_enabled: bool = Field(
+        default=True, description="FEATURES_ENABLED: `ohlcv up` runs the features topology too"
+    )
+    drift_z_threshold: float = Field(
+        default=3.0, gt=0, description="DRIFT_Z_THRESHOLD of /api/features/drift"
+    )
     processing_guarantee: Literal["at-least-once", "exactly-once"] = "at-least-once"
     clickhouse_url: str = Field(default="", description="empty: chdb under DATA_DIR")
 

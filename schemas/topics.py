@@ -13,6 +13,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
 
 from schemas.events import CandleEvent, DeadLetter
+from schemas.features import FeatureRow
 from schemas.klines import MAX_BATCH
 
 DAY_MS = 86_400_000
@@ -112,7 +113,14 @@ GAP_QUEUE = TopicSpec(
     partitions=1,
 )
 
-ALL_TOPICS: tuple[TopicSpec, ...] = (RAW_KLINES, CANDLE_EVENTS, DEAD_LETTER, GAP_QUEUE)
+FEATURES = TopicSpec(
+    name="ohlcv.features",
+    key="'SYMBOL:interval' (UTF-8)",
+    value_schema=FeatureRow.model_json_schema(),
+    description="One feature row per closed candle (again, feature_version + 1, when history changes).",
+)
+
+ALL_TOPICS: tuple[TopicSpec, ...] = (RAW_KLINES, CANDLE_EVENTS, DEAD_LETTER, GAP_QUEUE, FEATURES)
 
 
 def topic_by_name(name: str) -> TopicSpec:

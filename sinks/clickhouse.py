@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 import operator
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import pyarrow as pa  # type: ignore[import-untyped]
@@ -93,6 +93,10 @@ class Rows:
             self._parts.append((out["symbol"], out["interval"], 0, now_ms, [out["candle"]]))
             self.candle_count += 1
 
+    @property
+    def count(self) -> int:
+        return self.candle_count + len(self.segments) + len(self.events)
+
     def candle_rows(self) -> list[list[Any]]:
         """The rows of ``candle_table`` as ``CANDLE_COLUMNS`` lists, timestamps as epoch ms
         (builds the table: for readers such as tests, not for the write path)."""
@@ -160,13 +164,15 @@ class Rows:
         return pa.Table.from_arrays(arrays, names=EVENT_COLUMNS)
 
 
-class ClickHouseCandleSink(BatchingSink):
-    """Writes topology outputs (``kind`` = event | segment | candle; a record's value is one
-    output or the list of them, other kinds are skipped) into ClickHouse.
+class ClickHouseSink(BatchingSink):
+    """A topology's ClickHouse sink: one write per checkpoint for every partition's batch,
+    ``SinkBackpressureError`` when ClickHouse cannot take it (Quix pauses, drops the batch and
+    re-reads it from the last committed offset), flush hooks before the write.
 
     Flush hooks run at the start of every flush, before any write: Quix flushes sinks before
     it prepares the state transactions, so the topology writes its checkpoint-scoped state
-    views there (``topologies.state_cache``)."""
+    views there (``topologies.state_cache``). Subclasses say how a batch's values become
+    writes (``rows``)."""
 
     def __init__(self, url: str, database: str | None = None, *, retry_after_s: float = 2.0):
         super().__init__()
@@ -175,6 +181,8 @@ class ClickHouseCandleSink(BatchingSink):
         self.retry_after_s = retry_after_s
         self._client: Client | None = None
         self.rows_written = 0
+        #: wall clock (s) of the last successful write
+        self.last_success: float | None = None
         self._flush_hooks: list[Callable[[], None]] = []
 
     def add_flush_hook(self, hook: Callable[[], None]) -> None:
@@ -197,17 +205,13 @@ class ClickHouseCandleSink(BatchingSink):
     def write(self, batch: SinkBatch) -> None:
         self._write([batch])
 
+    def rows(self, values: Iterable[Any], now_ms: int) -> Any:
+        """The writes of one checkpoint: an object with ``write(client)`` and ``count``."""
+        raise NotImplementedError
+
     def _write(self, batches: list[SinkBatch]) -> None:
         now = int(time.time() * 1000)
-        rows = Rows()
-        for batch in batches:
-            for item in batch:
-                value = item.value
-                if isinstance(value, list):
-                    for out in value:
-                        rows.add(out, now)
-                else:
-                    rows.add(value, now)
+        rows = self.rows((item.value for batch in batches for item in batch), now)
         where = ", ".join(f"{b.topic}[{b.partition}]@{b.start_offset}" for b in batches)
         try:
             if self._client is None:
@@ -223,8 +227,21 @@ class ClickHouseCandleSink(BatchingSink):
             )  # fmt: skip
             self._client = None
             raise SinkBackpressureError(retry_after=self.retry_after_s) from exc
-        self.rows_written += rows.candle_count + len(rows.segments) + len(rows.events)
-        logger.debug(
-            "clickhouse batch written at=%s candles=%d segments=%d events=%d",
-            where, rows.candle_count, len(rows.segments), len(rows.events),
-        )  # fmt: skip
+        self.rows_written += rows.count
+        self.last_success = time.time()
+        logger.debug("clickhouse batch written at=%s rows=%d", where, rows.count)
+
+
+class ClickHouseCandleSink(ClickHouseSink):
+    """Writes candle topology outputs (``kind`` = event | segment | candle; a record's value is
+    one output or the list of them, other kinds are skipped) into ClickHouse."""
+
+    def rows(self, values: Iterable[Any], now_ms: int) -> Rows:
+        rows = Rows()
+        for value in values:
+            if isinstance(value, list):
+                for out in value:
+                    rows.add(out, now_ms)
+            else:
+                rows.add(value, now_ms)
+        return rows

@@ -9,7 +9,8 @@ are ``indicators.definitions``. ``apply_many(candles, kinds, state)`` does the s
 record of one stream and emits each affected row once.
 
 Rows are dicts: ``symbol``, ``interval``, ``open_time``, every feature of FEATURES (float or
-None), ``window_complete``, ``bars_missing_in_window``, ``window_has_repair``,
+None), ``window_complete``, ``bars_missing_in_window``, ``window_has_repair``, the bar itself
+(``open`` .. ``volume``, ``bar_repaired``),
 ``feature_version``, ``feature_set_version``, ``reason`` and ``carry`` (the bar's carried
 intermediates, see below; a sink stores it so that state can be rebuilt from the record).
 
@@ -278,6 +279,12 @@ class FeatureStream:
         row["symbol"] = c.symbol
         row["interval"] = c.interval
         row["open_time"] = s["t"][i]
+        row["open"] = s["o"][i]
+        row["high"] = s["h"][i]
+        row["low"] = s["l"][i]
+        row["close"] = s["c"][i]
+        row["volume"] = s["v"][i]
+        row["bar_repaired"] = s["fl"][i] == 1
         row["feature_version"] = s["ver"][i]
         row["feature_set_version"] = FEATURE_SET_VERSION
         row["reason"] = reason
@@ -471,3 +478,24 @@ def replay(
     fs._trim(s, step)
     state.set(KEY, s)
     return rows
+
+
+def ring_bars(state: StreamState) -> list[StoredBar]:
+    """The bars the state of a stream holds, as ``StoredBar`` (to extend it with older ones)."""
+    s = state.get(KEY)
+    if not s:
+        return []
+    out = []
+    for i, ot in enumerate(s["t"]):
+        c = Candle("", "", ot, 0, s["o"][i], s["h"][i], s["l"][i], s["c"][i], s["v"][i],
+                   None, None, None, None, True)  # fmt: skip
+        out.append(StoredBar(c, s["fl"][i] == 1, s["ver"][i], [s[k][i] for k in CARRY_COLS]))
+    return out
+
+
+def ring_cover(state: StreamState) -> tuple[int | None, int | None]:
+    """(oldest open time in the ring, ``cover``) of a stream's state; (None, None) when empty."""
+    s = state.get(KEY)
+    if not s or not s["t"]:
+        return None, None
+    return s["t"][0], s["cover"]

@@ -1,4 +1,5 @@
-"""Runs the candle and resample topologies in one Quix Streams Application.
+"""Runs the candle and resample topologies in one Quix Streams Application, and the features
+topology in it (``ohlcv up``) or in an Application of its own (``ohlcv run features``).
 
 The runner is the only place that creates the Application, topics and sinks. Broker quirks of
 the embedded (Tansu) broker are applied here from ``ohlcv.infra.broker``: no changelog topics,
@@ -10,22 +11,25 @@ from __future__ import annotations
 import gc
 import logging
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 from quixstreams import Application
-from quixstreams.models import TopicConfig
+from quixstreams.models import Topic, TopicConfig
 
 from ohlcv.infra.broker import EMBEDDED_CONSUMER_CONFIG
 from ohlcv.infra.clickhouse import make_client
 from ohlcv.settings import Settings
-from schemas.topics import CANDLE_EVENTS, DEAD_LETTER, RAW_KLINES, TopicSpec
+from schemas.topics import CANDLE_EVENTS, DEAD_LETTER, FEATURES, RAW_KLINES, TopicSpec
 from sinks.clickhouse import ClickHouseCandleSink
+from sinks.features import ClickHouseFeatureSink
 from topologies.candle_logic import CandleStateMachine
 from topologies.candles import build_candles
+from topologies.feature_logic import FeatureStream
+from topologies.features import build_features
 from topologies.resample import Resampler
-from topologies.seed import ClickHouseLookup
+from topologies.seed import ClickHouseLookup, FeatureHistory
 
 logger = logging.getLogger(__name__)
 
@@ -52,6 +56,10 @@ class TopologyConfig:
     #: stream that goes quiet is stored within commit_interval_s + poll_timeout_s
     poll_timeout_s: float = 0.1
     auto_offset_reset: str = "earliest"
+    #: also run the features topology in this Application (one process: ``ohlcv up``, where
+    #: chDB allows one process per data path); production runs it apart (``ohlcv run features``)
+    features: bool = False
+    features_topic: str = FEATURES.name
 
     @classmethod
     def from_settings(cls, settings: Settings, broker_address: str) -> TopologyConfig:
@@ -63,6 +71,7 @@ class TopologyConfig:
             embedded_broker=settings.embedded_broker,
             processing_guarantee=settings.processing_guarantee,
             resample_intervals=tuple(settings.resample_intervals),
+            features=settings.features_enabled,
         )
 
 
@@ -81,12 +90,10 @@ def tune_gc() -> None:
     gc.set_threshold(50_000, 20, 20)
 
 
-def build_application(cfg: TopologyConfig) -> Application:
-    """The Application with both dataframes wired (candles; resampler when configured).
-
-    The processes that run it call ``tune_gc`` once, after building it."""
+def make_application(cfg: TopologyConfig) -> Application:
+    """An Application with the broker quirks and the checkpoint settings of ``cfg``."""
     consumer_extra: dict[str, Any] = dict(EMBEDDED_CONSUMER_CONFIG) if cfg.embedded_broker else {}
-    app = Application(
+    return Application(
         broker_address=cfg.broker_address,
         consumer_group=cfg.consumer_group,
         auto_offset_reset=cfg.auto_offset_reset,  # type: ignore[arg-type]
@@ -101,14 +108,37 @@ def build_application(cfg: TopologyConfig) -> Application:
         producer_extra_config={"enable.idempotence": True, "linger.ms": 1},
         loglevel="WARNING",
     )
+
+
+def events_topic(app: Application, cfg: TopologyConfig) -> Topic:
+    return app.topic(
+        cfg.events_topic, key_deserializer="str", value_deserializer="json",
+        key_serializer="str", value_serializer="json", config=_topic_config(CANDLE_EVENTS),
+    )  # fmt: skip
+
+
+def add_features(app: Application, cfg: TopologyConfig, events: Topic) -> None:
+    """The features dataframe on the candle events topic (``topologies.features``)."""
+    features = app.topic(
+        cfg.features_topic, key_serializer="str", value_serializer="bytes", config=_topic_config(FEATURES)
+    )
+    history = FeatureHistory(make_client(cfg.clickhouse_url, cfg.clickhouse_database))
+    sink = ClickHouseFeatureSink(cfg.clickhouse_url, cfg.clickhouse_database)
+    build_features(app.dataframe(events), stream=FeatureStream(), history=history,
+                   features_topic=features, sink=sink)  # fmt: skip
+
+
+def build_application(cfg: TopologyConfig) -> Application:
+    """The Application with the candle dataframe wired (resampler when configured; the
+    features dataframe too with ``cfg.features``).
+
+    The processes that run it call ``tune_gc`` once, after building it."""
+    app = make_application(cfg)
     raw = app.topic(
         cfg.raw_topic, key_deserializer="str", value_deserializer="bytes",
         key_serializer="str", value_serializer="json", config=_topic_config(RAW_KLINES),
     )  # fmt: skip
-    events = app.topic(
-        cfg.events_topic, key_deserializer="str", value_deserializer="json",
-        key_serializer="str", value_serializer="json", config=_topic_config(CANDLE_EVENTS),
-    )  # fmt: skip
+    events = events_topic(app, cfg)
     dead = app.topic(
         cfg.deadletter_topic, key_serializer="str", value_serializer="json", config=_topic_config(DEAD_LETTER)
     )
@@ -121,12 +151,32 @@ def build_application(cfg: TopologyConfig) -> Application:
         app.dataframe(raw), machine=machine, events_topic=events, deadletter_topic=dead, sink=sink,
         resampler=resampler, raw_topic=raw,
     )  # fmt: skip
+    if cfg.features:
+        add_features(app, cfg, events)
+    return app
+
+
+def build_features_application(cfg: TopologyConfig) -> Application:
+    """The features topology alone (``ohlcv run features``), in its own consumer group."""
+    app = make_application(cfg)
+    add_features(app, cfg, events_topic(app, cfg))
     return app
 
 
 def main(settings: Settings, broker_address: str | None = None) -> None:
-    """``ohlcv run candles``: run the topologies until SIGINT/SIGTERM."""
+    """``ohlcv run candles``: run the candle topologies until SIGINT/SIGTERM."""
     address = broker_address or settings.kafka_broker_address
-    app = build_application(TopologyConfig.from_settings(settings, address))
+    cfg = replace(TopologyConfig.from_settings(settings, address), features=False)
+    app = build_application(cfg)
+    tune_gc()
+    app.run()
+
+
+def features_main(settings: Settings, broker_address: str | None = None) -> None:
+    """``ohlcv run features``: run the features topology until SIGINT/SIGTERM."""
+    address = broker_address or settings.kafka_broker_address
+    cfg = replace(TopologyConfig.from_settings(settings, address),
+                  consumer_group=settings.features_consumer_group)  # fmt: skip
+    app = build_features_application(cfg)
     tune_gc()
     app.run()

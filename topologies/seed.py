@@ -13,7 +13,9 @@ from typing import Any
 
 from clickhouse_connect.driver.client import Client
 
+from schemas.klines import Candle
 from topologies.candle_logic import Known
+from topologies.feature_logic import StoredBar
 
 OPEN_STATES = ("open", "repairing", "failed", "exchange_gap")
 
@@ -128,3 +130,48 @@ class ClickHouseLookup:
                 parameters={"s": symbol},
             ).result_rows[0]
         return -1 if row[0] is None else int(row[0])
+
+
+#: stored feature rows of a stream as ``StoredBar`` fields, under FINAL
+_FEATURE_BARS = (
+    "SELECT toUnixTimestamp64Milli(open_time) AS t, open, high, low, close, volume, bar_repaired, "
+    "feature_version, carry FROM feature_snapshots FINAL "
+    "WHERE symbol = {s:String} AND interval = {i:String} "
+)
+
+
+class FeatureHistory:
+    """The features topology's record: its re-seed and the bars older than its state holds,
+    read from ``feature_snapshots`` (each row keeps its bar, flags and carried intermediates)."""
+
+    def __init__(self, client: Client):
+        self.client = client
+        self._lock = threading.Lock()
+
+    def _bars(self, symbol: str, interval: str, rows: Sequence[Sequence[Any]]) -> list[StoredBar]:
+        out = []
+        for t, o, h, lo, c, v, rep, ver, stored in rows:
+            candle = Candle(symbol, interval, int(t), 0, o, h, lo, c, v, None, None, None, None, True)
+            carry = list(stored)
+            carry[0] = None if carry[0] is None else int(carry[0])  # pos is an index
+            out.append(StoredBar(candle, bool(rep), int(ver), carry))
+        return out
+
+    def latest(self, symbol: str, interval: str, n: int) -> list[StoredBar]:
+        """The newest ``n`` stored bars of the stream, oldest first."""
+        with self._lock:
+            rows = self.client.query(
+                _FEATURE_BARS + "ORDER BY t DESC LIMIT {n:UInt32}",
+                parameters={"s": symbol, "i": interval, "n": n},
+            ).result_rows
+        return self._bars(symbol, interval, rows[::-1])
+
+    def between(self, symbol: str, interval: str, a: int, b: int) -> list[StoredBar]:
+        """Stored bars with open time in ``[a, b]``, oldest first."""
+        with self._lock:
+            rows = self.client.query(
+                _FEATURE_BARS + "AND open_time BETWEEN fromUnixTimestamp64Milli({a:Int64}) "
+                "AND fromUnixTimestamp64Milli({b:Int64}) ORDER BY t",
+                parameters={"s": symbol, "i": interval, "a": a, "b": b},
+            ).result_rows
+        return self._bars(symbol, interval, rows)

@@ -1,0 +1,42 @@
+"""Feature rows: the contract of ``ohlcv.features`` and of the ``features`` WebSocket event.
+
+One row per closed candle of a (symbol, interval) stream, keyed by its ``open_time``; a row
+derived again (a repair, a late fill, a gap closed) carries ``feature_version`` one above the
+previous row of that open time, and the reason. The features and the gap rule are
+``indicators.definitions``. The topology builds these as plain dicts; tests validate them here.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, create_model
+
+from indicators.definitions import FEATURES
+
+Reason = Literal["new", "repair", "late_fill", "gap_repaired", "rebuild", "replay"]
+
+
+class _FeatureRowBase(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    symbol: str
+    interval: str
+    open_time: int = Field(description="open time of the candle the row belongs to, ms since epoch")
+    window_complete: bool = Field(description="every slot of the longest lookback (50 bars) holds a bar")
+    bars_missing_in_window: int = Field(ge=0, description="slots of the longest lookback with no bar")
+    window_has_repair: bool = Field(description="a bar in the window was repaired or late-filled")
+    feature_version: int = Field(ge=1, description="+1 each time the row is derived again")
+    feature_set_version: int = Field(ge=1, description="version of the feature definitions")
+    reason: Reason = Field(description="why the row was (re)derived")
+    close: float = Field(description="the candle's close, for tracing the row to its bar")
+    emitted_at: int = Field(description="ms since epoch when the topology emitted the row")
+
+
+#: the row model: the base fields and one nullable float per feature (formula as description)
+FeatureRow = create_model(  # type: ignore[call-overload]
+    "FeatureRow",
+    __base__=_FeatureRowBase,
+    __doc__="One feature row of ohlcv.features (null: the feature is undefined at that bar).",
+    **{f.name: (float | None, Field(description=f.formula)) for f in FEATURES},
+)
