@@ -29,7 +29,13 @@ class _FeatureRowBase(BaseModel):
     feature_version: int = Field(ge=1, description="+1 each time the row is derived again")
     feature_set_version: int = Field(ge=1, description="version of the feature definitions")
     reason: Reason = Field(description="why the row was (re)derived")
-    close: float = Field(description="the candle's close, for tracing the row to its bar")
+    open: float = Field(description="the bar the row was derived from (traceability)")
+    high: float
+    low: float
+    close: float
+    volume: float
+    bar_repaired: bool = Field(description="this bar itself was repaired or late-filled")
+    event_seq: int = Field(ge=0, description="seq of the candle event that caused the row; 0: a rebuild")
     emitted_at: int = Field(description="ms since epoch when the topology emitted the row")
 
 

@@ -10,7 +10,7 @@ from confluent_kafka import Producer
 
 from ohlcv.infra.kafka import ensure_topics
 from schemas.klines import Candle
-from schemas.topics import CANDLE_EVENTS, DEAD_LETTER, GAP_QUEUE, RAW_KLINES, TopicSpec
+from schemas.topics import CANDLE_EVENTS, DEAD_LETTER, FEATURES, GAP_QUEUE, RAW_KLINES, TopicSpec
 from streams.replay import replay_to_kafka
 from topologies.runner import TopologyConfig, build_application
 
@@ -18,7 +18,8 @@ from topologies.runner import TopologyConfig, build_application
 def unique_topics(broker: str, prefix: str) -> dict[str, str]:
     names = {}
     specs = []
-    roles = (("raw", RAW_KLINES), ("events", CANDLE_EVENTS), ("dead", DEAD_LETTER), ("gap_queue", GAP_QUEUE))
+    roles = (("raw", RAW_KLINES), ("events", CANDLE_EVENTS), ("dead", DEAD_LETTER), ("gap_queue", GAP_QUEUE),
+             ("features", FEATURES))  # fmt: skip
     for role, spec in roles:
         s = TopicSpec(name=prefix + spec.name, key=spec.key, value_schema={}, description="",
                       partitions=spec.partitions, retention_ms=spec.retention_ms)  # fmt: skip
@@ -54,12 +55,13 @@ def produce(
 
 def run_topology(broker: str, topics: dict[str, str], ch_url: str, ch_db: str, state_dir: Path,
                  *, idle_timeout_s: float = 6.0, resample: tuple[str, ...] = ("5m", "1h"),
-                 group: str | None = None) -> None:  # fmt: skip
+                 group: str | None = None, features: bool = False) -> None:  # fmt: skip
     cfg = TopologyConfig(
         broker_address=broker, clickhouse_url=ch_url, clickhouse_database=ch_db,
         consumer_group=group or f"g-{uuid.uuid4().hex[:8]}", state_dir=state_dir,
         embedded_broker=True, resample_intervals=resample, raw_topic=topics["raw"],
-        events_topic=topics["events"], deadletter_topic=topics["dead"],
+        events_topic=topics["events"], deadletter_topic=topics["dead"], features=features,
+        features_topic=topics["features"],
     )  # fmt: skip
     app = build_application(cfg)
     app.run(timeout=idle_timeout_s)
