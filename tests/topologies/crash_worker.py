@@ -2,8 +2,9 @@
 
 ``run`` migrates the chDB database, then runs the real topology
 (``build_application(TopologyConfig(...)).run``) until it has been idle for ``--idle-s``. After
-every sink write it prints ``written candles=N segments=N events=N`` (running totals of rows) to
-stdout, so the test can kill it while it works. ``--die-after-inserts K`` makes it kill itself
+every sink write it prints ``written candles=N segments=N events=N`` (running totals of rows;
+``written features=N`` for the features sink, with ``--features``) to stdout, so the test can
+kill it while it works. ``--die-after-inserts K`` makes it kill itself
 with SIGKILL right after the K-th table insert of the first sink batch that carries a gap
 segment row: a crash in the middle of one batch's write, between two tables.
 
@@ -25,8 +26,9 @@ from pathlib import Path
 from typing import Any
 
 from ohlcv.infra.clickhouse import make_client, migrate
-from schemas.topics import CANDLE_EVENTS, DEAD_LETTER, RAW_KLINES
+from schemas.topics import CANDLE_EVENTS, DEAD_LETTER, FEATURES, RAW_KLINES
 from sinks import clickhouse as sink_module
+from sinks import features as feature_sink_module
 from topologies.runner import TopologyConfig, build_application
 
 
@@ -65,6 +67,16 @@ def _hook_sink(die_after_inserts: int) -> None:
 
     sink_module.Rows.write = write  # type: ignore[method-assign]
 
+    real_feature_write = feature_sink_module.FeatureRows.write
+    features = {"features": 0}
+
+    def write_features(self: feature_sink_module.FeatureRows, client: Any) -> None:
+        real_feature_write(self, client)
+        features["features"] += self.count
+        _say(f"written features={features['features']}")
+
+    feature_sink_module.FeatureRows.write = write_features  # type: ignore[method-assign]
+
 
 def run(a: argparse.Namespace) -> None:
     url = f"chdb://{a.ch}"
@@ -75,6 +87,7 @@ def run(a: argparse.Namespace) -> None:
         state_dir=Path(a.state), embedded_broker=True, resample_intervals=tuple(a.resample),
         raw_topic=a.prefix + RAW_KLINES.name, events_topic=a.prefix + CANDLE_EVENTS.name,
         deadletter_topic=a.prefix + DEAD_LETTER.name, commit_interval_s=a.commit_interval_s,
+        features=a.features, features_topic=a.prefix + FEATURES.name,
     )  # fmt: skip
     _say("starting")
     build_application(cfg).run(timeout=a.idle_s, collect=False)
@@ -100,6 +113,7 @@ def main(argv: list[str] | None = None) -> None:
     r.add_argument("--resample", nargs="*", default=["5m"])
     r.add_argument("--die-after-inserts", type=int, default=0)
     r.add_argument("--commit-interval-s", type=float, default=1.0)
+    r.add_argument("--features", action="store_true", help="run the features topology too")
     q = sub.add_parser("query")
     q.add_argument("--ch", required=True)
     q.add_argument("--db", required=True)

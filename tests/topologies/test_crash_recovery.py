@@ -32,10 +32,14 @@ from pathlib import Path
 from typing import Any
 
 import orjson
+import pandas as pd
 import pytest
 
+from indicators.batch import features
+from indicators.definitions import FEATURE_NAMES, ROW_FLAGS
 from ohlcv.infra.broker import EmbeddedBroker
 from schemas.klines import Candle
+from tests.indicators.helpers import mismatches
 from tests.topologies.helpers import vision_candles
 from tests.topologies.pipeline import produce, unique_topics
 
@@ -83,13 +87,15 @@ class Worker:
                 cwd=REPO, stdout=subprocess.PIPE, stderr=err, text=True, bufsize=1,
             )  # fmt: skip
 
-    def start(self, broker: str, *, die_after_inserts: int = 0) -> subprocess.Popen[str]:
+    def start(
+        self, broker: str, *, die_after_inserts: int = 0, features: bool = False
+    ) -> subprocess.Popen[str]:
         assert self.proc is None or self.proc.poll() is not None, "one worker at a time owns the chDB path"
         self.proc = self._spawn(
             "run", "--broker", broker, "--ch", str(self.ch), "--db", "ohlcv", "--group", self.group,
             "--state", str(self.state), "--prefix", self.prefix, "--idle-s", str(IDLE_S),
             "--resample", "5m", "--die-after-inserts", str(die_after_inserts),
-            "--commit-interval-s", str(COMMIT_INTERVAL_S),
+            "--commit-interval-s", str(COMMIT_INTERVAL_S), *(["--features"] if features else []),
         )  # fmt: skip
         self.lines = queue.Queue()
         threading.Thread(target=self._read, args=(self.proc, self.lines), daemon=True).start()
@@ -131,8 +137,8 @@ class Worker:
             os.kill(self.proc.pid, signal.SIGKILL)
             self.proc.wait(10)
 
-    def run_to_idle(self, broker: str) -> None:
-        self.start(broker)
+    def run_to_idle(self, broker: str, *, features: bool = False) -> None:
+        self.start(broker, features=features)
         assert self.wait() == 0, self.log_tail()
 
     def query(self, *sql: str) -> list[list[tuple[Any, ...]]]:
@@ -290,3 +296,37 @@ def test_broker_restart_reseeds_from_clickhouse(tmp_path: Path, worker: Worker) 
     assert seam_events == [("1m", seq_before["1m"][1] + 1, "partial_close", t(seam)),
                            ("5m", seq_before["5m"][1] + 1, "partial_close", t(3000))]  # fmt: skip
     assert seq_after["1m"][1] > seq_before["1m"][1]
+
+
+def test_sigkill_of_the_features_topology_then_restart_keeps_every_row_exact_and_once(
+    broker: str, topic_prefix: str, worker: Worker
+) -> None:
+    """kill -9 while feature rows are being written; the restarted process re-seeds the features
+    state from feature_snapshots: one row per stored candle, each still version 1 (nothing derived
+    twice), and every value equal to the batch reference over the stored candles."""
+    topics = unique_topics(broker, topic_prefix)
+    sent = [c for i, c in enumerate(month()[:4500]) if i not in DROP]
+    produce(broker, topics["raw"], sent)
+
+    worker.start(broker, features=True)
+    worker.wait_written(lambda w: w.get("features", 0) >= 1500, timeout_s=90)
+    worker.kill()
+    worker.run_to_idle(broker, features=True)
+
+    cols = ["open_time", *FEATURE_NAMES, *ROW_FLAGS, "feature_version"]
+    (candles, rows, dups) = worker.query(
+        "SELECT toUnixTimestamp64Milli(open_time), open, high, low, close, volume FROM ohlcv_candles FINAL "
+        "WHERE interval = '1m' AND is_closed ORDER BY open_time",
+        f"SELECT toUnixTimestamp64Milli(open_time), {', '.join(cols[1:])} FROM feature_snapshots FINAL "
+        "WHERE interval = '1m' ORDER BY open_time",
+        "SELECT count() FROM (SELECT open_time FROM feature_snapshots FINAL GROUP BY interval, open_time "
+        "HAVING count() > 1)",
+    )
+    assert len(candles) == len(sent) and dups == [(0,)]
+    feature_rows = [dict(zip(cols, r, strict=True)) for r in rows]
+    assert len(feature_rows) == len(sent)
+    assert {r["feature_version"] for r in feature_rows} == {1}, "a row was derived twice"
+    batch = features(pd.DataFrame(candles, columns=["open_time", "open", "high", "low", "close", "volume"])
+                     .assign(repaired=False), MIN)  # fmt: skip
+    bad = mismatches(feature_rows, batch)
+    assert not bad, bad[:10]
