@@ -71,6 +71,21 @@ def parse_event(key: bytes | str | None, value: bytes) -> LiveEvent | None:
     return LiveEvent(key=k, seq=seq, type=etype, text=value.decode(), data=ev)
 
 
+def parse_feature_row(key: bytes | str | None, value: bytes) -> LiveEvent | None:
+    """A ``features`` LiveEvent from a record of ``ohlcv.features`` (the row, with
+    ``"type": "features"``), or None when it is not a feature row. Feature events carry no seq
+    of their own (seq 0: the hub keeps no ring of them); the row's ``event_seq`` names the
+    candle event behind it."""
+    try:
+        row: Any = orjson.loads(value)
+        k = f"{row['symbol']}:{row['interval']}"
+        row["open_time"] = int(row["open_time"])
+    except (orjson.JSONDecodeError, KeyError, TypeError, ValueError):
+        return None
+    row["type"] = "features"
+    return LiveEvent(key=k, seq=0, type="features", text=orjson.dumps(row).decode(), data=row)
+
+
 class EventHub:
     """See the module docstring. Construct on the event loop; every method but the consumer
     thread's runs on that loop."""
@@ -82,12 +97,14 @@ class EventHub:
         *,
         consumer_config: dict[str, Any] | None = None,
         ring_size: int = RING_SIZE,
+        parse: Callable[[bytes | str | None, bytes], LiveEvent | None] = parse_event,
     ):
         self.broker_address = broker_address
         self.topic = topic
         self.group_id = f"ohlcv-api-{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
         self.consumer_config = consumer_config or {}
         self.ring_size = ring_size
+        self.parse = parse
         self._subs: dict[str, set[Subscription]] = collections.defaultdict(set)
         #: keys whose ring is kept without a subscriber (api.recent_book)
         self._tracked: set[str] = set()
@@ -273,7 +290,7 @@ class EventHub:
                         self.last_error = str(err)
                         logger.warning("event consumer error topic=%s: %s", self.topic, err)
                         continue
-                    ev = parse_event(m.key(), m.value())
+                    ev = self.parse(m.key(), m.value())
                     if ev is None:
                         logger.warning(
                             "not a candle event topic=%s[%s]@%s", m.topic(), m.partition(), m.offset()

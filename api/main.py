@@ -36,7 +36,7 @@ from pydantic import TypeAdapter
 import ohlcv
 from api.coalesce import Coalescer
 from api.errors import StoreUnavailableError
-from api.fanout import EventHub
+from api.fanout import EventHub, parse_feature_row
 from api.middleware import RequestContextMiddleware
 from api.models import WsSnapshot
 from api.queries import CandleQueries, ClientPool
@@ -48,7 +48,7 @@ from ohlcv.infra.broker import EMBEDDED_CONSUMER_CONFIG
 from ohlcv.infra.clickhouse import make_client
 from ohlcv.settings import Settings
 from schemas.events import CandleEvent
-from schemas.topics import CANDLE_EVENTS
+from schemas.topics import CANDLE_EVENTS, FEATURES
 
 logger = logging.getLogger(__name__)
 
@@ -74,6 +74,7 @@ def create_app(
     broker_address: str = "",
     clickhouse_client_factory: Callable[[], Client] | None = None,
     events_topic: str = CANDLE_EVENTS.name,
+    features_topic: str = FEATURES.name,
     ws_queue_max: int = 1024,
     clickhouse_pool_size: int = 4,
     ready: threading.Event | None = None,
@@ -95,6 +96,10 @@ def create_app(
         await anyio.to_thread.run_sync(pool.warm)
         consumer_config: dict[str, Any] = dict(EMBEDDED_CONSUMER_CONFIG) if settings.embedded_broker else {}
         hub = EventHub(broker_address, events_topic, consumer_config=consumer_config)
+        # feature rows for clients that ask for them (``/ws/ohlcv?...&features=true``)
+        app.state.feature_hub = feature_hub = EventHub(
+            broker_address, features_topic, consumer_config=consumer_config, parse=parse_feature_row
+        )
         queries = app.state.queries = CandleQueries(pool)
         app.state.reads = Coalescer()
         app.state.hub = hub
@@ -107,6 +112,7 @@ def create_app(
             yield
         finally:
             await hub.stop()
+            await feature_hub.stop()
             await anyio.to_thread.run_sync(pool.close)
 
     app = FastAPI(

@@ -93,6 +93,8 @@ class WsRequest:
     stream: Stream
     since_seq: int | None
     limit: int
+    #: also send the stream's feature rows (``features`` events)
+    features: bool = False
 
 
 class WsRejected(ApiError):  # noqa: N818 - a refusal, answered with a close code
@@ -137,9 +139,12 @@ def parse_request(query: Mapping[str, str], headers: Mapping[str, str], settings
     since = _int(query, "since_seq", None, 0, 2**63 - 1)
     limit = _int(query, "limit", SNAPSHOT_LIMIT_DEFAULT, 1, SNAPSHOT_LIMIT_MAX)
     assert limit is not None
+    flag = (query.get("features") or "false").lower()
+    if flag not in ("true", "false", "1", "0"):
+        raise WsRejected(CLOSE_BAD_PARAMS, f"features must be true or false, got {flag[:10]!r}")
     if not settings.serves(symbol, interval):
         raise WsRejected(CLOSE_FORBIDDEN, f"{symbol} {interval} is not served here")
-    return WsRequest(Stream(symbol, interval, interval_ms(interval)), since, limit)
+    return WsRequest(Stream(symbol, interval, interval_ms(interval)), since, limit, flag in ("true", "1"))
 
 
 async def reject(ws: WebSocket, code: int, reason: str) -> None:
@@ -161,6 +166,7 @@ class WsSession:
         reads: Coalescer,
         *,
         queue_max: int,
+        feature_hub: EventHub | None = None,
     ):
         self.ws = ws
         self.reads = reads
@@ -168,6 +174,7 @@ class WsSession:
         self.st = req.stream
         self.queries = queries
         self.hub = hub
+        self.feature_hub = feature_hub if req.features else None
         self.queue_max = queue_max
         #: the last seq handed to the client (the snapshot's, a replayed or a live one)
         self.last_seq = 0
@@ -278,6 +285,16 @@ class WsSession:
         while True:
             await self._deliver(await sub.queue.get())
 
+    async def _stream_features(self, sub: Subscription) -> None:
+        """Feature rows as they arrive (not sequenced: a client that missed some reads them from
+        ``/api/features/history?after_open_time``)."""
+        while True:
+            ev = await sub.queue.get()
+            await self.ws.send_text(ev.text)
+            c = self._counter(ev.type)
+            if c is not None:
+                c.inc()
+
     async def _until_disconnect(self) -> None:
         while True:
             msg = await self.ws.receive()
@@ -293,6 +310,7 @@ class WsSession:
     # --- the session ------------------------------------------------------------------------
     async def run(self) -> None:
         sub = self.hub.subscribe(self.st.key, self.queue_max)
+        fsub = self.feature_hub.subscribe(self.st.key, self.queue_max) if self.feature_hub else None
         WS_CLIENTS.inc()
         tasks: list[asyncio.Task[None]] = []
         try:
@@ -300,13 +318,19 @@ class WsSession:
             recv = asyncio.create_task(self._until_disconnect())
             over = asyncio.create_task(self._overflowed(sub))
             tasks = [main, recv, over]
+            feed = over_f = None
+            if fsub is not None:
+                # a feature stream that fails or overflows ends the session like the candle one
+                feed = asyncio.create_task(self._stream_features(fsub))
+                over_f = asyncio.create_task(self._overflowed(fsub))
+                tasks += [feed, over_f]
             done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
             for t in tasks:
                 t.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
             if recv in done:
                 return  # the client left
-            if over in done:
+            if over in done or over_f in done:
                 WS_OVERFLOW_CLOSED.labels(self.st.symbol, self.st.interval).inc()
                 logger.info(
                     "ws client too slow key=%s queue=%d last_seq=%d",
@@ -317,7 +341,8 @@ class WsSession:
                 await self._close(CLOSE_OVERFLOW, f"too slow: send queue of {self.queue_max} overflowed; "
                                   f"resume with since_seq (last sent {self.last_seq})")  # fmt: skip
                 return
-            exc = main.exception()
+            ended = feed if feed in done else main
+            exc = None if ended is None or ended.cancelled() else ended.exception()
             if isinstance(exc, WebSocketDisconnect):
                 return
             if isinstance(exc, StoreUnavailableError | _GapNotFilled):
@@ -329,6 +354,8 @@ class WsSession:
                 await self._close(1011, "internal error")
         finally:
             self.hub.unsubscribe(sub)
+            if fsub is not None and self.feature_hub is not None:
+                self.feature_hub.unsubscribe(fsub)
             WS_CLIENTS.dec()
 
     @staticmethod

@@ -26,4 +26,5 @@ async def ohlcv_ws(websocket: WebSocket) -> None:
         await reject(websocket, CLOSE_TRY_AGAIN, "the API has not started")
         return
     await websocket.accept()
-    await WsSession(websocket, req, queries, hub, reads, queue_max=state.ws_queue_max).run()
+    await WsSession(websocket, req, queries, hub, reads, queue_max=state.ws_queue_max,
+                    feature_hub=getattr(state, "feature_hub", None)).run()  # fmt: skip

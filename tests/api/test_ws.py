@@ -356,3 +356,70 @@ def test_resume_sends_exactly_the_stored_events_after_since_seq(
         10,
     )
     ch.close()
+
+
+def test_features_true_adds_each_closed_candles_feature_row_beside_the_sequenced_events(
+    broker: str, ch: Client, ch_url: str, ch_db: str, topic_prefix: str, tmp_path: Path
+) -> None:
+    topics = unique_topics(broker, topic_prefix)
+    base = vision_candles(SYMBOL)[2000:2120]
+    warm, live = base[:60], base[60:]
+    group, state = f"g-{uuid.uuid4().hex[:8]}", tmp_path / "state"
+    produce(broker, topics["raw"], warm)
+    run_topology(broker, topics, ch_url, ch_db, state, idle_timeout_s=2, resample=(), group=group,
+                 features=True)  # fmt: skip
+    app = create_app(
+        api_settings(), broker_address=broker, clickhouse_client_factory=lambda: make_client(ch_url, ch_db),
+        events_topic=topics["events"], features_topic=topics["features"],
+    )  # fmt: skip
+    with_rows, without = Received(), Received()
+    ready = threading.Barrier(3, timeout=60)
+    last_open = live[-1].open_time
+
+    async def client(out: Received, **params: object) -> None:
+        async with websockets.connect(url(server, **params), additional_headers=AUTH) as ws:
+            out.snapshots.append(orjson.loads(await asyncio.wait_for(ws.recv(), 30)))
+            await asyncio.to_thread(ready.wait)
+            deadline, idle = time.monotonic() + 90, False
+            while time.monotonic() < deadline:
+                try:
+                    msg = orjson.loads(await asyncio.wait_for(ws.recv(), 2.0 if idle else 60))
+                except TimeoutError:
+                    if idle:
+                        return
+                    raise
+                out.events.append(msg)
+                last = msg["type"] == "features" or (
+                    params.get("features") != "true" and msg["type"] == "append"
+                )
+                idle = idle or (
+                    last and msg.get("open_time", msg.get("candles", [{}])[-1].get("open_time")) == last_open
+                )
+
+    with ApiServer(app) as server:
+        fa = in_thread(lambda: client(with_rows, features="true"))
+        fb = in_thread(lambda: client(without))
+        ready.wait()
+        producer = PacedProducer(broker, topics["raw"], live, per_s=150)
+        producer.start()
+        run_topology(broker, topics, ch_url, ch_db, state, idle_timeout_s=5, resample=(), group=group,
+                     features=True)  # fmt: skip
+        producer.join(30)
+        fa.result(timeout=150)
+        fb.result(timeout=150)
+
+    rows = [e for e in with_rows.events if e["type"] == "features"]
+    # the rows of the live candles, in order, each once (the first run stops idle before its
+    # features step has read the warm-up's last events: those rows come first, once each)
+    opens = [r["open_time"] for r in rows]
+    assert opens == sorted(set(opens)) and opens[-len(live) :] == [c.open_time for c in live]
+    assert set(opens[: -len(live)]) <= {c.open_time for c in warm}
+    stored = dict(ch.query(
+        "SELECT toUnixTimestamp64Milli(open_time), ma_20 FROM feature_snapshots FINAL WHERE interval = '1m'"
+    ).result_rows)  # fmt: skip
+    assert all(r["ma_20"] == stored[r["open_time"]] and r["feature_version"] == 1 for r in rows)
+    # the candle events stay one gapless sequence; a client that did not ask gets no rows
+    seqs = [e["seq"] for e in with_rows.events if e["type"] != "features"]
+    contiguous_after(seqs, with_rows.snapshots[0]["seq"], max_seq(ch, SYMBOL, "1m"))
+    assert not [e for e in without.events if e["type"] == "features"]
+    assert [e["seq"] for e in without.events] == seqs
