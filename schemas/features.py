@@ -36,6 +36,11 @@ class _FeatureRowBase(BaseModel):
     volume: float
     bar_repaired: bool = Field(description="this bar itself was repaired or late-filled")
     event_seq: int = Field(ge=0, description="seq of the candle event that caused the row; 0: a rebuild")
+    carry: list[float | None] = Field(
+        description="the bar's carried intermediates [pos, r1, ema_12, ema_26, macd_signal, avg_gain, "
+        "avg_loss, atr_14] (pos: index in its run of contiguous bars): what the next bar's recursive "
+        "features continue from"
+    )
     emitted_at: int = Field(description="ms since epoch when the topology emitted the row")
 
 

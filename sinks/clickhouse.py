@@ -229,7 +229,11 @@ class ClickHouseSink(BatchingSink):
             raise SinkBackpressureError(retry_after=self.retry_after_s) from exc
         self.rows_written += rows.count
         self.last_success = time.time()
+        self.written(rows)
         logger.debug("clickhouse batch written at=%s rows=%d", where, rows.count)
+
+    def written(self, rows: Any) -> None:
+        """Called after each successful write (for a subclass's metrics)."""
 
 
 class ClickHouseCandleSink(ClickHouseSink):

@@ -7,11 +7,13 @@ time under FINAL. One Arrow insert per checkpoint for every partition.
 
 from __future__ import annotations
 
+import operator
 from collections.abc import Iterable, Sequence
 from typing import Any
 
 import pyarrow as pa  # type: ignore[import-untyped]
 from clickhouse_connect.driver.client import Client
+from prometheus_client import Gauge
 
 from indicators.definitions import FEATURE_NAMES
 from sinks.clickhouse import ClickHouseSink
@@ -31,14 +33,21 @@ _TYPES: dict[str, Any] = {
     "carry": pa.list_(pa.float64()),
 }  # fmt: skip
 _DICTIONARY = ("symbol", "interval", "reason")
+_FIELDS = operator.itemgetter(*FEATURE_COLUMNS)
+
+LAST_SUCCESS = Gauge(
+    "feature_scheduler_last_success_timestamp",
+    "Unix time of the features topology's last successful write of feature rows",
+)
 
 
 def feature_table(rows: Sequence[dict[str, Any]]) -> pa.Table:
-    """Feature rows (``topologies.feature_logic`` dicts with ``event_seq`` and ``emitted_at``)
+    """Feature rows (``topologies.feature_logic`` dicts with ``event_seq`` and ``emitted_at``;
+    a rebuild's rows have ``event_seq`` 0)
     as one Arrow table of ``FEATURE_COLUMNS``."""
     arrays = []
-    for col in FEATURE_COLUMNS:
-        values = [r.get(col, 0) if col == "event_seq" else r[col] for r in rows]
+    # one C-level pass turns the dicts into columns (a comprehension per column cost ~3x)
+    for col, values in zip(FEATURE_COLUMNS, zip(*map(_FIELDS, rows), strict=True), strict=True):
         if col in _DICTIONARY:
             arrays.append(pa.array(values, pa.string()).dictionary_encode())
         else:
@@ -71,3 +80,7 @@ class ClickHouseFeatureSink(ClickHouseSink):
             elif value:
                 out.append(value)
         return FeatureRows(out)
+
+    def written(self, rows: Any) -> None:
+        if rows.count:
+            LAST_SUCCESS.set(self.last_success or 0)

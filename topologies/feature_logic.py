@@ -43,6 +43,7 @@ import math
 from collections import deque
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
+from itertools import pairwise
 from operator import mul
 from typing import Any, Literal
 
@@ -334,6 +335,8 @@ class FeatureStream:
         c0 = candles[0]
         step = interval_ms(c0.interval)
         t = s["t"]
+        if (not t or c0.open_time > t[-1]) and all(a.open_time < b.open_time for a, b in pairwise(candles)):
+            return self._append_in_order(candles, kinds, state, s, step)
         cover = s["cover"]
         if cover is not None and t:
             old = [c.open_time for c in candles if c.open_time <= t[-1] and cover > c.open_time - _W * step]
@@ -418,6 +421,37 @@ class FeatureStream:
             # only on new bars: after a rebuild the ring keeps the history it was given until the
             # next new bar, so a backfill's late fills in a row need one rebuild, not one each
             self._trim(s, step)
+        state.set(KEY, s)
+        return rows
+
+    def _append_in_order(
+        self,
+        candles: Sequence[Candle],
+        kinds: Sequence[CandleKind],
+        state: StreamState,
+        s: dict[str, Any],
+        step: int,
+    ) -> list[dict[str, Any]]:
+        """New bars after the newest, in open-time order (a replay's or an import's page):
+        each is appended and derived once, as ``apply`` does one by one."""
+        t, o_, h_, l_, c_, v_, fl, ver = s["t"], s["o"], s["h"], s["l"], s["c"], s["v"], s["fl"], s["ver"]
+        carries = [s[k] for k in CARRY_COLS]
+        rows = []
+        row = self._row
+        for c, kind in zip(candles, kinds, strict=True):
+            t.append(c.open_time)
+            o_.append(c.open)
+            h_.append(c.high)
+            l_.append(c.low)
+            c_.append(c.close)
+            v_.append(c.volume)
+            fl.append(0 if kind == "new" else 1)
+            ver.append(1)
+            for col in carries:
+                col.append(None)
+            i = len(t) - 1
+            rows.append(row(c, s, i, _derive(s, i, step), kind))
+        self._trim(s, step)
         state.set(KEY, s)
         return rows
 

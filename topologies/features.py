@@ -9,7 +9,7 @@ the candle events topic (values JSON, keys ``SYMBOL:interval``):
    ``feature_version`` + 1). ``partial_*`` events carry no closed bar; ``gap_detected`` and
    ``gap_repaired`` change nothing by themselves: the state sees the hole from the open times of
    the bars, and the late fills that close it arrive as ``append`` (``late: true``) events;
-2. ``publish``: each row -> ``ohlcv.features`` (without its carried intermediates);
+2. ``publish``: each row -> ``ohlcv.features``;
 3. ``sink``: the rows -> ``feature_snapshots``.
 
 Re-seed: on the first event of a stream in a process (and after a failed checkpoint) its state
@@ -88,10 +88,16 @@ def event_candles(event: dict[str, Any]) -> tuple[list[Candle], CandleKind] | No
     return [_candle(s, i, d) for d in ds], kind
 
 
-def make_feature_step(stream: FeatureStream, history: History, states: CheckpointStates | None = None) -> Any:
+def make_feature_step(
+    stream: FeatureStream,
+    history: History,
+    states: CheckpointStates | None = None,
+    tally: _Tally | None = None,
+) -> Any:
     """The stateful step (see the module docstring). ``states``: checkpoint-scoped views (the
-    sink writes them at each checkpoint), else straight through Quix state."""
-    tally = _Tally()
+    sink writes them at each checkpoint), else straight through Quix state. ``tally``: where
+    its metric increments gather (the builder flushes it at each checkpoint too)."""
+    tally = tally or _Tally()
     # the state of a stream seeded in this process holds this token; a checkpoint that failed
     # (ClickHouse backpressure) rolls the seed back with it, and the stream is seeded again
     token = uuid.uuid4().hex
@@ -146,8 +152,8 @@ def make_feature_step(stream: FeatureStream, history: History, states: Checkpoin
 
 
 def published(row: dict[str, Any]) -> bytes:
-    """A row as ``ohlcv.features`` carries it (schemas.features): without its carry."""
-    return orjson.dumps({k: v for k, v in row.items() if k != "carry"})
+    """A row as ``ohlcv.features`` carries it (schemas.features): the whole row."""
+    return orjson.dumps(row)
 
 
 class FeaturePublisher:
@@ -175,10 +181,12 @@ def build_features(
     (one list of rows per event). A sink that takes flush hooks also writes the step's
     checkpoint-scoped state views at each checkpoint."""
     states: CheckpointStates | None = None
+    tally = _Tally()
     if sink is not None and hasattr(sink, "add_flush_hook"):
         states = CheckpointStates()
         sink.add_flush_hook(states.flush)
-    out = sdf.apply(make_feature_step(stream, history, states), stateful=True)
+        sink.add_flush_hook(tally.flush)  # a stream gone quiet still counts its last rows
+    out = sdf.apply(make_feature_step(stream, history, states, tally), stateful=True)
     out = out.update(FeaturePublisher(sdf.processing_context.producer, features_topic), metadata=True)
     if sink is not None:
         out.sink(sink)

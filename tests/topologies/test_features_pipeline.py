@@ -4,6 +4,7 @@ reference (``indicators.batch``) over the candles the candle topology stored."""
 from __future__ import annotations
 
 import dataclasses
+import time
 from pathlib import Path
 from typing import Any
 
@@ -11,6 +12,7 @@ import orjson
 import pytest
 from clickhouse_connect.driver.client import Client
 from confluent_kafka import Consumer, TopicPartition
+from prometheus_client import REGISTRY
 
 from indicators.batch import features
 from indicators.definitions import FEATURE_NAMES, ROW_FLAGS
@@ -60,6 +62,10 @@ def assert_exact(ch: Client, interval: str, repaired: set[int] = frozenset()) ->
     return rows
 
 
+def metric(name: str, **labels: str) -> float:
+    return REGISTRY.get_sample_value(name, labels) or 0.0
+
+
 def consume_all(broker: str, topic: str, expect: int) -> list[dict[str, Any]]:
     c = Consumer({"bootstrap.servers": broker, "group.id": f"read-{topic}", "enable.auto.commit": False})
     c.assign([TopicPartition(topic, p, 0) for p in range(FEATURES.partitions)])
@@ -80,6 +86,11 @@ def test_features_of_the_real_dump_equal_the_batch_reference_then_follow_a_repai
     topics = unique_topics(broker, topic_prefix)
     candles = [c for c in xrp_candles() if WINDOW[0] <= c.open_time < WINDOW[1]]
     produce(broker, topics["raw"], candles)
+    emitted_before, repaired_before, started = (
+        metric("feature_rows_emitted_total", interval="1m"),
+        metric("feature_recomputed_total", reason="repair"),
+        time.time(),
+    )
     group = "g-features"
     run_topology(broker, topics, ch_url, ch_db, tmp_path / "state", resample=("5m",), group=group,
                  features=True)  # fmt: skip
@@ -95,6 +106,9 @@ def test_features_of_the_real_dump_equal_the_batch_reference_then_follow_a_repai
         assert after["ret_1"] is None and after["rsi_14"] is None and after["range_pct"] is not None
         assert by_t[start + (missing + 49) * MIN]["window_complete"] is True
     assert {r["feature_version"] for r in rows} == {1} and {r["reason"] for r in rows} == {"new"}
+    assert metric("feature_rows_emitted_total", interval="1m") - emitted_before == len(rows)
+    assert metric("feature_scheduler_last_success_timestamp") >= started
+    assert 0 <= metric("feature_scheduler_lag_seconds") < 60
 
     # every row is on ohlcv.features too, in the published contract
     published = consume_all(broker, topics["features"], len(rows) + len(rows_5m))
@@ -133,6 +147,7 @@ def test_features_of_the_real_dump_equal_the_batch_reference_then_follow_a_repai
     by_t = {r["open_time"]: r for r in rows}
     assert by_t[revised.open_time]["feature_version"] == 2
     assert by_t[revised.open_time]["reason"] == "repair"
+    assert metric("feature_recomputed_total", reason="repair") - repaired_before >= 50
     assert by_t[revised.open_time + MIN]["reason"] == "repair"
     assert by_t[fill[0].open_time]["feature_version"] == 1
     # the joined run: every bar after the filled hole up to the second outage derived again
