@@ -21,7 +21,7 @@ import yaml
 
 REPO = Path(__file__).resolve().parents[2]
 OHLCV = Path(sys.executable).parent / "ohlcv"
-APP_SERVICES = ("init", "ingest", "candles", "api")
+APP_SERVICES = ("init", "ingest", "candles", "features", "api")
 
 
 def _compose_command(tmp_path: Path) -> tuple[list[str], dict[str, str]]:
@@ -127,6 +127,7 @@ def test_app_services_share_one_image_and_wait_for_init(config: dict[str, Any]) 
     assert services["init"]["command"] == ["init"]
     assert services["ingest"]["command"] == ["run", "ingest"]
     assert services["candles"]["command"] == ["run", "candles"]
+    assert services["features"]["command"] == ["run", "features"]
     assert services["api"]["command"] == ["run", "api"]
     assert services["api"]["ports"][0]["target"] == 8000
     for name in APP_SERVICES:
@@ -182,8 +183,8 @@ def test_prometheus_scrapes_every_app_service_and_loads_the_alerts(config: dict[
     prom = yaml.safe_load((REPO / "deploy/prometheus/prometheus.yml").read_text())
     assert prom["rule_files"] == ["/etc/prometheus/alerts.yml"]
     targets = {t for job in prom["scrape_configs"] for sc in job["static_configs"] for t in sc["targets"]}
-    assert {"api:8000", "candles:9100", "ingest:9100"} <= targets
-    for service in ("candles", "ingest"):
+    assert {"api:8000", "candles:9100", "features:9100", "ingest:9100"} <= targets
+    for service in ("candles", "features", "ingest"):
         assert config["services"][service]["environment"]["METRICS_PORT"] == "9100"
 
 
