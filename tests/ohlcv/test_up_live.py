@@ -111,6 +111,16 @@ def test_a_replay_started_when_healthz_answers_reaches_the_stack(tmp_path: Path)
             assert r.status_code == 200, r.text
             newest = r.json()["candles"]
         assert [(c["open_time"], c["close"]) for c in newest] == [(c.open_time, c.close) for c in real[-5:]]
+        # the stack runs the features topology too: the newest candle's feature row is served
+        latest: dict[str, object] = {}
+        while latest.get("open_time") != real[-1].open_time:
+            assert time.monotonic() < deadline + 300 and up.poll() is None, f"features: {latest}"
+            time.sleep(0.5)
+            r = httpx.get(f"{api}/api/features/latest", params={"symbol": "XRPUSDT", "interval": "1m"},
+                          headers={"X-API-Key": "dev-key"}, timeout=10)  # fmt: skip
+            assert r.status_code in (200, 404), r.text
+            latest = r.json() if r.status_code == 200 else {}
+        assert latest["close"] == real[-1].close and latest["window_complete"] is True
     finally:
         stop_process(up, signal.SIGINT, 30)
     assert up.returncode in (0, 130), (up.stdout.read() if up.stdout else "")[-3000:]
