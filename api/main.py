@@ -1,7 +1,7 @@
 """Builds the FastAPI application. Routes live in api/routes/<resource>.py.
 
 Public: ``/healthz``, ``/api/version``, ``/metrics``, ``/docs``, ``/openapi.json``. Everything
-under ``/api/ohlcv/``, ``/ws/ohlcv`` and ``/health/extended`` needs the API key.
+under ``/api/ohlcv/``, ``/api/features/``, ``/ws/ohlcv`` and ``/health/extended`` needs the API key.
 
 Statuses: 400 contradictory parameters (both history cursors; meta's sample_for_gap with
 from/to); 401 no API key; 403 wrong key; 404 a symbol or interval this deployment does not serve
@@ -37,11 +37,12 @@ import ohlcv
 from api.coalesce import Coalescer
 from api.errors import StoreUnavailableError
 from api.fanout import EventHub, parse_feature_row
+from api.feature_queries import FeatureQueries
 from api.middleware import RequestContextMiddleware
 from api.models import WsSnapshot
 from api.queries import CandleQueries, ClientPool
 from api.recent_book import RecentBooks
-from api.routes import health, metrics, ws
+from api.routes import features, health, metrics, ws
 from api.routes import ohlcv as ohlcv_routes
 from ohlcv.errors import ClickHouseUnavailableError
 from ohlcv.infra.broker import EMBEDDED_CONSUMER_CONFIG
@@ -52,8 +53,8 @@ from schemas.topics import CANDLE_EVENTS, FEATURES
 
 logger = logging.getLogger(__name__)
 
-DESCRIPTION = """Binance candles you can trust: recent, history, delta, continuity, gaps, and a live
-WebSocket.
+DESCRIPTION = """Binance candles you can trust: recent, history, delta, continuity, gaps, their rolling
+features (latest, history, drift), and a live WebSocket.
 
 Times are ms since epoch (UTC); the `from`/`to` of `meta` and `continuity` also take ISO 8601
 (`2021-03-01`, `2021-03-01T12:00`, UTC unless an offset is given). Send the API key in `X-API-Key`.
@@ -101,6 +102,7 @@ def create_app(
             broker_address, features_topic, consumer_config=consumer_config, parse=parse_feature_row
         )
         queries = app.state.queries = CandleQueries(pool)
+        app.state.feature_queries = FeatureQueries(pool)
         app.state.reads = Coalescer()
         app.state.hub = hub
         app.state.books = (
@@ -128,6 +130,7 @@ def create_app(
     app.include_router(health.router)
     app.include_router(metrics.router)
     app.include_router(ohlcv_routes.router)
+    app.include_router(features.router)
     app.include_router(ws.router)
     app.openapi = functools.partial(_openapi, app)  # type: ignore[method-assign]
     return app

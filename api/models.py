@@ -11,6 +11,7 @@ from typing import Literal
 from pydantic import BaseModel, Field
 
 from schemas.events import CandleOut
+from schemas.features import FeatureRow
 
 HealthStatus = Literal["ok", "degraded", "down"]
 GapState = Literal["open", "repairing", "repaired", "exchange_gap", "failed"]
@@ -192,3 +193,52 @@ class WsSnapshot(BaseModel):
         description="why a snapshot replaced a resume: since_seq_ahead | since_seq_too_old | "
         "since_seq_expired | sequence_gap; null on a plain connect",
     )
+
+
+class FeatureHistoryResponse(BaseModel):
+    symbol: str
+    interval: str
+    count: int
+    rows: list[FeatureRow] = Field(
+        description="feature rows (feature_snapshots FINAL), ascending by open_time"
+    )
+    next_before_open_time: int | None = Field(
+        description="pass as before_open_time for the previous (older) page; null when there is none"
+    )
+    next_after_open_time: int | None = Field(
+        description="pass as after_open_time for the next (newer) page; null when there is none yet"
+    )
+
+
+class FeatureDriftOut(BaseModel):
+    name: str
+    recent_mean: float | None
+    reference_mean: float | None
+    reference_std: float | None = Field(description="sample standard deviation (ddof 1) of the reference")
+    recent_n: int = Field(description="non-null values in the recent window")
+    reference_n: int
+    z: float | None = Field(
+        description="(recent_mean - reference_mean) / (reference_std / sqrt(recent_n)); "
+        "null when the reference has no spread or either side has fewer than 2 values"
+    )
+    drifted: bool = Field(description="|z| above the threshold (zero spread: the means differ)")
+
+
+class WindowSpan(BaseModel):
+    from_open_time: int
+    to_open_time: int
+
+
+class FeatureDriftResponse(BaseModel):
+    symbol: str
+    interval: str
+    status: Literal["ok", "drift", "insufficient"] = Field(
+        description="insufficient: fewer than 2 x window rows with a complete window are stored"
+    )
+    window: int = Field(description="rows per side of the comparison")
+    threshold: float = Field(description="DRIFT_Z_THRESHOLD")
+    complete_rows: int = Field(description="complete-window rows read (at most 2 x window)")
+    recent: WindowSpan | None = Field(description="open times of the newest window")
+    reference: WindowSpan | None = Field(description="open times of the window before it")
+    drifted: list[str] = Field(description="names of the drifted features")
+    features: list[FeatureDriftOut]

@@ -293,6 +293,18 @@ def _unavailable(what: str, exc: Exception) -> StoreUnavailableError:
     return StoreUnavailableError(f"ClickHouse query {what} failed: {first}")
 
 
+def query_rows(pool: ClientPool, what: str, sql: str, params: dict[str, Any]) -> list[Sequence[Any]]:
+    """The rows of one query on a pooled client; a driver failure as ``StoreUnavailableError``."""
+    t0 = time.perf_counter()
+    with pool.client() as client:
+        try:
+            rows = list(client.query(sql, parameters=params).result_rows)
+        except Exception as exc:
+            raise _unavailable(what, exc) from exc
+    logger.debug("query=%s rows=%d ms=%.1f", what, len(rows), (time.perf_counter() - t0) * 1000)
+    return rows
+
+
 class CandleQueries:
     """The API's reads. ``what`` in errors names the query for the operator."""
 
@@ -300,14 +312,7 @@ class CandleQueries:
         self.pool = pool
 
     def _rows(self, what: str, sql: str, params: dict[str, Any]) -> list[Sequence[Any]]:
-        t0 = time.perf_counter()
-        with self.pool.client() as client:
-            try:
-                rows = list(client.query(sql, parameters=params).result_rows)
-            except Exception as exc:
-                raise _unavailable(what, exc) from exc
-        logger.debug("query=%s rows=%d ms=%.1f", what, len(rows), (time.perf_counter() - t0) * 1000)
-        return rows
+        return query_rows(self.pool, what, sql, params)
 
     # --- candles ----------------------------------------------------------------------------
     def recent(self, st: Stream, limit: int, include_open: bool) -> list[dict[str, Any]]:

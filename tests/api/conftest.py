@@ -1,10 +1,10 @@
 """Fixtures of the API tests: real candles through the real topology into chDB, then the app.
 
 The session dataset is built once (the topology costs seconds per run): 360 real LINKUSDT 1m
-candles (Binance Vision, Feb 2026) with two ranges dropped, through the candle topology into a
-fresh chDB database; then a second run (fresh raw topic, same database) brings two of the
-dropped candles late (a gap repaired), one revised candle (a repair) and one candle in
-progress. Nothing is written to ClickHouse except by the topology.
+candles (Binance Vision, Feb 2026) with two ranges dropped, through the candle topology (with
+its features dataframe) into a fresh chDB database; then a second run (fresh raw topic, same
+database) brings two of the dropped candles late (a gap repaired), one revised candle (a
+repair) and one candle in progress. Nothing is written to ClickHouse except by the topology.
 """
 
 from __future__ import annotations
@@ -73,6 +73,15 @@ class Dataset:
     def client(self) -> Client:
         return make_client(self.url, self.db)
 
+    def stored(self) -> list[Candle]:
+        """The closed 1m candles as stored: the revised one in place of its original."""
+        return [self.revised if c.open_time == self.revised.open_time else c for c in self.closed]
+
+    @property
+    def repaired(self) -> set[int]:
+        """Open times of the bars repaired or late-filled in the second run."""
+        return {self.revised.open_time, *(self.closed[0].open_time + i * MIN for i in LATE)}
+
 
 def revise(c: Candle) -> Candle:
     close = round(c.close * 1.01, 4)
@@ -89,13 +98,13 @@ def dataset(broker: str, chdb_path: str, tmp_path_factory: pytest.TempPathFactor
     first = [c for i, c in enumerate(base[:N_CANDLES]) if i not in LATE and i not in OPEN_GAP]
     t1 = unique_topics(broker, f"t{uuid.uuid4().hex[:8]}.")
     produce(broker, t1["raw"], first)
-    run_topology(broker, t1, url, db, state / "1", idle_timeout_s=3, resample=("5m",))
+    run_topology(broker, t1, url, db, state / "1", idle_timeout_s=3, resample=("5m",), features=True)
     second_started = int(time.time() * 1000)
     revised = revise(base[REVISED_AT])
     partial = dataclasses.replace(base[N_CANDLES], is_closed=False, source="ws")
     t2 = unique_topics(broker, f"t{uuid.uuid4().hex[:8]}.")
     produce(broker, t2["raw"], [base[LATE[0]], base[LATE[1]], revised, partial])
-    run_topology(broker, t2, url, db, state / "2", idle_timeout_s=3, resample=("5m",))
+    run_topology(broker, t2, url, db, state / "2", idle_timeout_s=3, resample=("5m",), features=True)
     closed = tuple(c for i, c in enumerate(base[:N_CANDLES]) if i not in OPEN_GAP)
     yield Dataset(
         url=url, db=db, broker=broker, settings=api_settings(), closed=closed, revised=revised,
