@@ -108,9 +108,11 @@ def demo(verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False) -> N
     run_stack(load_settings() if chosen else load_settings(symbols=DEMO_SYMBOLS), extensions=[DEMO])
 
 
+from ohlcv.cli_features import features_app  # noqa: E402
 from ohlcv.cli_ops import init_command, run_app  # noqa: E402
 
 app.add_typer(run_app, name="run")
+app.add_typer(features_app, name="features")
 app.command("init")(init_command)
 
 
