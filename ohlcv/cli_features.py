@@ -85,20 +85,17 @@ def rebuild_command(
                     progress.update(task, completed=done, total=total)
 
                 r = rebuild_features(client, s, i, start_ms=start_ms, end_ms=end_ms, progress=advance)
-                progress.update(task, completed=r.derived, total=max(r.derived, 1))
+                progress.update(task, completed=r.derived, total=r.derived)
                 results.append(r)
     finally:
         client.close()
     table = Table(title="feature rebuild", box=box.SIMPLE_HEAD, pad_edge=False, padding=0)
-    for col in ("symbol", "iv", "bars", "written", "missing", "unchanged", "from", "to", "s"):
-        table.add_column(
-            col, justify="left" if col in ("symbol", "iv", "from", "to") else "right", no_wrap=True
-        )
+    for col in ("symbol", "iv", "bars", "written", "missing", "unchanged", "seconds"):
+        table.add_column(col, justify="left" if col in ("symbol", "iv") else "right", no_wrap=True)
     for r in results:
         table.add_row(
             r.symbol, r.interval, f"{r.in_range:,}", f"{r.written:,}", f"{r.missing:,}",
-            f"{r.in_range - r.written:,}", "-" if r.from_open_time is None else iso_ms(r.from_open_time),
-            "-" if r.to_open_time is None else iso_ms(r.to_open_time), f"{r.seconds:.1f}",
+            f"{r.in_range - r.written:,}", f"{r.seconds:.1f}",
         )  # fmt: skip
     Console().print(table)
     elapsed = time.perf_counter() - started
@@ -107,6 +104,13 @@ def rebuild_command(
         f"rebuilt {len(results)} stream(s): {sum(r.written for r in results):,} row(s) written of "
         f"{sum(r.in_range for r in results):,} bar(s); {derived:,} bar(s) derived in {elapsed:.1f}s"
     )
+    # the span of each stream, one plain line each (never cut by the terminal's width)
+    for r in results:
+        if r.from_open_time is not None and r.to_open_time is not None and r.derived_from is not None:
+            typer.echo(
+                f"span {r.symbol} {r.interval}  {iso_ms(r.from_open_time)} .. {iso_ms(r.to_open_time)}"
+                f"  derived from {iso_ms(r.derived_from)} ({r.derived:,} bars)"
+            )
     for r in results:
         if r.in_range == 0:
             typer.echo(f"note: {r.symbol} {r.interval} has no stored closed candle in the range", err=True)

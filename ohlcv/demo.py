@@ -2,7 +2,8 @@
 
 - History: the Binance Vision months (LINK/AVAX/NEAR USDT-M, Feb 2026) and all of the XRP/USDT
   spot dump except its last day are bulk-loaded into ClickHouse (the fast path for history);
-  the candle topology re-seeds from them.
+  the candle topology re-seeds from them, and their feature rows are derived by the feature
+  rebuild before the live candles start (the features state then seeds from them).
 - Live: the XRP dump's last day is replayed onto the raw kline topic as a live market, one
   market minute per second by default (DEMO_SPEED), with in-progress updates before each close,
   so the API and the WebSocket show partial updates, closes, appends and resampled candles.
@@ -79,6 +80,18 @@ def start_demo(services: Services, stop: threading.Event) -> None:
         f"({len(vision)} Vision months + XRP/USDT until the last day)",
         flush=True,
     )
+    # bulk-loaded history has no events, so no feature rows: derive them before the live
+    # candles arrive, so the features state of each stream seeds from them (exact from bar one)
+    if settings.features_enabled:
+        from topologies.feature_rebuild import rebuild_features
+
+        t0 = time.perf_counter()
+        results = [rebuild_features(client, s, i) for s in settings.symbols for i in settings.all_intervals]
+        print(
+            f"features    {sum(r.written for r in results):,} feature rows derived for the history "
+            f"(ohlcv features rebuild) in {time.perf_counter() - t0:.1f}s",
+            flush=True,
+        )
     speed = float(os.environ.get("DEMO_SPEED", "60"))
     print(
         f"live        replaying {len(live):,} XRPUSDT 1m candles at {speed:g}x with partial updates",

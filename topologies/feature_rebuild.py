@@ -172,8 +172,7 @@ def rebuild_features(
         a, b = int(rows[0][0]), int(rows[-1][0])
         cursor = b
         stored = {
-            int(r[0]): r
-            for r in client.query(SQL_STORED, parameters={**p, "a": a, "b": b}).result_rows
+            int(r[0]): r for r in client.query(SQL_STORED, parameters={**p, "a": a, "b": b}).result_rows
         }
         candles: list[Candle] = []
         kinds: list[CandleKind] = []
