@@ -367,6 +367,7 @@ def scan_command(
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
     from rich.table import Table
 
+    from ohlcv.cli_args import time_bounds
     from ohlcv.errors import ConfigError
     from ohlcv.infra.clickhouse import make_client, migrate
     from schemas.intervals import BINANCE_INTERVALS
@@ -375,7 +376,6 @@ def scan_command(
         QueueResult,
         ScanRangeError,
         iso_ms,
-        parse_time_ms,
         queue_missing,
         scan,
         scan_window,
@@ -387,18 +387,7 @@ def scan_command(
                                    ("--all", whole)) if on]  # fmt: skip
     if len(given) > 1:
         raise ConfigError(f"{' and '.join(given)} are mutually exclusive: choose one window")
-    bounds: dict[str, int | None] = {"from": None, "to": None}
-    for name, text in (("from", start), ("to", end)):
-        if text is not None:
-            try:
-                bounds[name] = parse_time_ms(text)
-            except ValueError as exc:
-                raise ConfigError(f"--{name}: {exc}") from exc
-    start_ms, end_ms = bounds["from"], bounds["to"]
-    if start_ms is not None and end_ms is not None and start_ms >= end_ms:
-        raise ConfigError(
-            f"--from {iso_ms(start_ms)} is not before --to {iso_ms(end_ms)}: the window would be empty"
-        )
+    start_ms, end_ms = time_bounds(start, end, empty="the window would be empty")
     settings = _settings()
     if interval is not None and interval not in BINANCE_INTERVALS:
         raise ConfigError(

@@ -43,23 +43,13 @@ def rebuild_command(
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
     from rich.table import Table
 
+    from ohlcv.cli_args import time_bounds
     from ohlcv.infra.clickhouse import make_client, migrate
     from schemas.intervals import BINANCE_INTERVALS
-    from streams.continuity import iso_ms, parse_time_ms
+    from streams.continuity import iso_ms
     from topologies.feature_rebuild import RebuildResult, rebuild_features
 
-    bounds: dict[str, int | None] = {"from": None, "to": None}
-    for name, text in (("from", start), ("to", end)):
-        if text is not None:
-            try:
-                bounds[name] = parse_time_ms(text)
-            except ValueError as exc:
-                raise ConfigError(f"--{name}: {exc}") from exc
-    start_ms, end_ms = bounds["from"], bounds["to"]
-    if start_ms is not None and end_ms is not None and start_ms >= end_ms:
-        raise ConfigError(
-            f"--from {iso_ms(start_ms)} is not before --to {iso_ms(end_ms)}: nothing to rebuild"
-        )
+    start_ms, end_ms = time_bounds(start, end, empty="nothing to rebuild")
     if interval is not None and interval not in BINANCE_INTERVALS:
         raise ConfigError(
             f"--interval {interval!r} is not a Binance interval, use one of {','.join(BINANCE_INTERVALS)}"

@@ -131,6 +131,23 @@ class StoredBar:
     carry: Sequence[float | int | None]
 
 
+class MemoryState:
+    """A ``StreamState`` in a plain dict, without serialisation: for derivations outside a
+    topology (the feature rebuild, tests and benchmarks)."""
+
+    def __init__(self) -> None:
+        self.d: dict[str, Any] = {}
+
+    def get(self, key: str, default: Any = None) -> Any:
+        return self.d.get(key, default)
+
+    def set(self, key: str, value: Any) -> None:
+        self.d[key] = value
+
+    def delete(self, key: str) -> None:
+        self.d.pop(key, None)
+
+
 def _empty() -> dict[str, Any]:
     d: dict[str, Any] = {k: [] for k in COLS}
     d["cover"] = None

@@ -34,7 +34,7 @@ from indicators.definitions import FEATURE_NAMES, ROW_FLAGS
 from schemas.intervals import interval_ms
 from schemas.klines import Candle
 from sinks.features import BAR_COLUMNS, write_features
-from topologies.feature_logic import CandleKind, FeatureStream
+from topologies.feature_logic import CandleKind, FeatureStream, MemoryState
 
 DEFAULT_CHUNK_BARS = 50_000
 REL = 1e-12
@@ -100,22 +100,6 @@ class RebuildResult:
         }  # fmt: skip
 
 
-class _DictState:
-    """The per-stream state of one rebuild: a plain dict (no topology, no serialisation)."""
-
-    def __init__(self) -> None:
-        self.d: dict[str, Any] = {}
-
-    def get(self, key: str, default: Any = None) -> Any:
-        return self.d.get(key, default)
-
-    def set(self, key: str, value: Any) -> None:
-        self.d[key] = value
-
-    def delete(self, key: str) -> None:
-        self.d.pop(key, None)
-
-
 def _same(a: Any, b: Any) -> bool:
     if a is None or b is None:
         return a is None and b is None
@@ -160,7 +144,7 @@ def rebuild_features(
     (_, _, total), *_ = client.query(SQL_SPAN, parameters={**p, "a": begin, "b": last + 1}).result_rows
     total = int(total)
     stream = FeatureStream()
-    state = _DictState()
+    state = MemoryState()
     now_ms = int(time.time() * 1000)
     cursor, derived, written, missing = begin - 1, 0, 0, 0
     while cursor < last:

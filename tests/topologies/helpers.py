@@ -14,6 +14,7 @@ import orjson
 
 from schemas.klines import Candle
 from topologies.candle_logic import Known
+from topologies.feature_logic import MemoryState
 
 DATA = Path(__file__).resolve().parents[2] / "data"
 XRP_DUMP = DATA / "freqtrade" / "binance" / "XRP_USDT-1m.json"
@@ -64,20 +65,8 @@ class DictState:
         self.d.pop(key, None)
 
 
-class PlainState:
-    """A state without serialisation, for long runs (DictState round-trips through JSON)."""
-
-    def __init__(self) -> None:
-        self.d: dict[str, Any] = {}
-
-    def get(self, key: str, default: Any = None) -> Any:
-        return self.d.get(key, default)
-
-    def set(self, key: str, value: Any) -> None:
-        self.d[key] = value
-
-    def delete(self, key: str) -> None:
-        self.d.pop(key, None)
+#: a state without serialisation, for long runs (DictState round-trips through JSON)
+PlainState = MemoryState
 
 
 class NoRecord:
