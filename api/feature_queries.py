@@ -1,7 +1,7 @@
 """The API's reads of ``feature_snapshots`` (rules as ``api.queries``: bound parameters, ms
 times, ``FINAL`` for exact rows: a row derived again replaces the older version only at a merge).
 
-The selected columns are ``sinks.features.FEATURE_COLUMNS`` (a constant, the table's contract),
+The selected columns are ``schemas.features.FEATURE_COLUMNS`` (a constant, the table's contract),
 so a row comes back as a ``schemas.features.FeatureRow``-shaped dict.
 """
 
@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from api.queries import ClientPool, Stream, query_rows
-from sinks.features import FEATURE_COLUMNS, TABLE
+from schemas.features import FEATURE_COLUMNS, TABLE
 
 _TIMES = frozenset({"open_time", "emitted_at"})
 _INTS = frozenset({"bars_missing_in_window", "feature_version", "feature_set_version", "event_seq"})

@@ -179,6 +179,9 @@ class WsSession:
         #: the last seq handed to the client (the snapshot's, a replayed or a live one)
         self.last_seq = 0
         self._sent: dict[str, Any] = {}
+        #: set once the snapshot (or the resume's replay) is sent: feature rows wait for it, so
+        #: the first message is always the snapshot
+        self._opened = asyncio.Event()
 
     # --- sending ----------------------------------------------------------------------------
     def _counter(self, etype: str) -> Any:
@@ -276,6 +279,7 @@ class WsSession:
             await self._send_snapshot(None)
         else:
             await self._resume(self.req.since_seq)
+        self._opened.set()
         # Events this process received before the subscription are not in its queue, and
         # ClickHouse may not hold them yet: catch up to the newest seq seen now, or a quiet
         # stream would leave them unsent until its next event.
@@ -288,6 +292,7 @@ class WsSession:
     async def _stream_features(self, sub: Subscription) -> None:
         """Feature rows as they arrive (not sequenced: a client that missed some reads them from
         ``/api/features/history?after_open_time``)."""
+        await self._opened.wait()
         while True:
             ev = await sub.queue.get()
             await self.ws.send_text(ev.text)

@@ -12,7 +12,16 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, create_model
 
-from indicators.definitions import FEATURES
+from indicators.definitions import FEATURE_NAMES, FEATURES
+
+#: the table of feature rows (``schemas/migrations/0005_features.sql``) and its written columns
+TABLE = "feature_snapshots"
+BAR_COLUMNS = ("open", "high", "low", "close", "volume")
+FEATURE_COLUMNS: tuple[str, ...] = (
+    "symbol", "interval", "open_time", *FEATURE_NAMES, "window_complete", "bars_missing_in_window",
+    "window_has_repair", "feature_version", "feature_set_version", "reason", *BAR_COLUMNS,
+    "bar_repaired", "carry", "event_seq", "emitted_at",
+)  # fmt: skip
 
 Reason = Literal["new", "repair", "late_fill", "gap_repaired", "rebuild", "replay"]
 

@@ -15,17 +15,10 @@ import pyarrow as pa  # type: ignore[import-untyped]
 from clickhouse_connect.driver.client import Client
 from prometheus_client import Gauge
 
-from indicators.definitions import FEATURE_NAMES
+from schemas.features import FEATURE_COLUMNS, TABLE
 from sinks.clickhouse import ClickHouseSink
 from sinks.clickhouse_bulk import ARROW_TS, INSERT_SETTINGS
 
-TABLE = "feature_snapshots"
-BAR_COLUMNS = ("open", "high", "low", "close", "volume")
-FEATURE_COLUMNS: tuple[str, ...] = (
-    "symbol", "interval", "open_time", *FEATURE_NAMES, "window_complete", "bars_missing_in_window",
-    "window_has_repair", "feature_version", "feature_set_version", "reason", *BAR_COLUMNS,
-    "bar_repaired", "carry", "event_seq", "emitted_at",
-)  # fmt: skip
 _TYPES: dict[str, Any] = {
     "open_time": ARROW_TS, "emitted_at": ARROW_TS, "window_complete": pa.bool_(),
     "window_has_repair": pa.bool_(), "bar_repaired": pa.bool_(), "bars_missing_in_window": pa.uint16(),

@@ -8,6 +8,8 @@ interpreter at start-up, not from the design.
 from __future__ import annotations
 
 import ast
+import subprocess
+import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -128,3 +130,15 @@ def test_the_feature_batch_reference_stands_apart_from_the_streaming_code() -> N
     graph = import_graph()
     assert "indicators.definitions" in graph["indicators.batch"]
     assert {d for d in graph["indicators.batch"] if d.split(".")[0] == "topologies"} == set()
+
+
+def test_the_api_starts_without_the_stream_processing_and_model_libraries() -> None:
+    """The API process imports neither Quix Streams (the topologies' engine) nor the heavy
+    training/report libraries: checked in a fresh interpreter, as ``ohlcv run api`` starts."""
+    code = (
+        "import sys, api.main, api.routes.features; "
+        "heavy = ('quixstreams', 'catboost', 'evidently', 'pandas'); "
+        "print(','.join(m for m in heavy if m in sys.modules))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True, cwd=ROOT)
+    assert out.stdout.strip() == ""

@@ -31,9 +31,10 @@ from typing import Any
 from clickhouse_connect.driver.client import Client
 
 from indicators.definitions import FEATURE_NAMES, ROW_FLAGS
+from schemas.features import BAR_COLUMNS
 from schemas.intervals import interval_ms
 from schemas.klines import Candle
-from sinks.features import BAR_COLUMNS, write_features
+from sinks.features import write_features
 from topologies.feature_logic import CandleKind, FeatureStream, MemoryState
 
 DEFAULT_CHUNK_BARS = 50_000
