@@ -15,7 +15,10 @@ the candle events topic (values JSON, keys ``SYMBOL:interval``):
 Re-seed: on the first event of a stream in a process (and after a failed checkpoint) its state
 is rebuilt from ``feature_snapshots`` (the newest ``ring_bars`` rows, with their bars, flags and carries); the
 sink writes before Quix commits offsets, so the table holds at least every row of a committed
-event, and a replayed event whose bars the state already holds emits nothing.
+event, and a replayed event whose bars the state already holds emits nothing. Stored closed
+candles before the event's bars that are newer than the newest stored row have no rows
+(history bulk-loaded without events): the seed first derives them (``FeatureHistory.catch_up``,
+the feature rebuild), so the stream continues exactly from the record.
 """
 
 from __future__ import annotations
@@ -66,6 +69,7 @@ HISTORY_READS = Counter(
 class History(Protocol):
     def latest(self, symbol: str, interval: str, n: int) -> list[StoredBar]: ...
     def between(self, symbol: str, interval: str, a: int, b: int) -> list[StoredBar]: ...
+    def catch_up(self, symbol: str, interval: str, newest_row: int | None, before: int) -> int: ...
 
 
 def _candle(symbol: str, interval: str, d: dict[str, Any]) -> Candle:
@@ -102,9 +106,13 @@ def make_feature_step(
     # (ClickHouse backpressure) rolls the seed back with it, and the stream is seeded again
     token = uuid.uuid4().hex
 
-    def seed(symbol: str, interval: str, view: Any) -> None:
+    def seed(symbol: str, interval: str, view: Any, before: int) -> None:
         HISTORY_READS.labels("seed").inc()
         bars = history.latest(symbol, interval, stream.ring_bars)
+        newest = bars[-1].candle.open_time if bars else None
+        if (newest is None or newest < before) and history.catch_up(symbol, interval, newest, before):
+            HISTORY_READS.labels("catch_up").inc()
+            bars = history.latest(symbol, interval, stream.ring_bars)
         if bars:
             # fewer rows than asked for: the ring holds the stream's whole record
             cover = bars[0].candle.open_time if len(bars) >= stream.ring_bars else None
@@ -121,7 +129,7 @@ def make_feature_step(
         key = f"{symbol}:{interval}"
         view: Any = state if states is None else states.view(key, state)
         if view.get(SEEDED) != token:
-            seed(symbol, interval, view)
+            seed(symbol, interval, view, min(c.open_time for c in candles))
             view.set(SEEDED, token)
         kinds = [kind] * len(candles)
         rows = (stream.apply(candles[0], kind, view) if len(candles) == 1

@@ -7,6 +7,7 @@ closed candles older than its state holds. Values are bound parameters, never in
 
 from __future__ import annotations
 
+import logging
 import threading
 from collections.abc import Sequence
 from typing import Any
@@ -16,6 +17,8 @@ from clickhouse_connect.driver.client import Client
 from schemas.klines import Candle
 from topologies.candle_logic import Known
 from topologies.feature_logic import StoredBar
+
+logger = logging.getLogger(__name__)
 
 OPEN_STATES = ("open", "repairing", "failed", "exchange_gap")
 
@@ -140,6 +143,13 @@ _FEATURE_BARS = (
 )
 
 
+_NEWEST_CANDLE_BEFORE = (
+    "SELECT toUnixTimestamp64Milli(maxOrNull(open_time)) FROM ohlcv_candles "
+    "WHERE symbol = {s:String} AND interval = {i:String} AND is_closed "
+    "AND open_time < fromUnixTimestamp64Milli({b:Int64})"
+)
+
+
 class FeatureHistory:
     """The features topology's record: its re-seed and the bars older than its state holds,
     read from ``feature_snapshots`` (each row keeps its bar, flags and carried intermediates)."""
@@ -165,6 +175,26 @@ class FeatureHistory:
                 parameters={"s": symbol, "i": interval, "n": n},
             ).result_rows
         return self._bars(symbol, interval, rows[::-1])
+
+    def catch_up(self, symbol: str, interval: str, newest_row: int | None, before: int) -> int:
+        """Stored closed candles before ``before`` newer than the stream's newest feature row
+        (``newest_row``; None: it has none) have no rows: history bulk-loaded without events.
+        Derive them (``topologies.feature_rebuild``, from the start of the run that holds the
+        newest row) so the state seeds from a complete record; returns the rows written."""
+        from topologies.feature_rebuild import rebuild_features
+
+        with self._lock:
+            (newest_candle,) = self.client.query(
+                _NEWEST_CANDLE_BEFORE, parameters={"s": symbol, "i": interval, "b": before}
+            ).result_rows[0]
+            if newest_candle is None or (newest_row is not None and newest_row >= int(newest_candle)):
+                return 0
+            done = rebuild_features(self.client, symbol, interval, start_ms=newest_row, end_ms=before)
+        logger.info(
+            "features catch-up %s:%s: %d rows written for stored candles without rows (%.1fs)",
+            symbol, interval, done.written, done.seconds,
+        )  # fmt: skip
+        return done.written
 
     def between(self, symbol: str, interval: str, a: int, b: int) -> list[StoredBar]:
         """Stored bars with open time in ``[a, b]``, oldest first."""

@@ -16,6 +16,7 @@ from prometheus_client import REGISTRY
 
 from schemas.features import FeatureRow
 from schemas.topics import FEATURES
+from sinks.clickhouse_bulk import insert_candles
 from tests.topologies.feature_helpers import assert_exact
 from tests.topologies.helpers import xrp_candles
 from tests.topologies.pipeline import produce, run_topology, unique_topics
@@ -122,3 +123,26 @@ def test_features_of_the_real_dump_equal_the_batch_reference_then_follow_a_repai
     assert by_t[mid.open_time + 300 * MIN]["feature_version"] == 2  # its run, carried forward
     # the 5m bars the changes reached: repaired buckets, or buckets the fill brought late
     assert_exact(ch, "5m", {t - t % (5 * MIN) for t in changed})
+
+
+@pytest.mark.broker
+def test_live_candles_after_bulk_loaded_history_continue_from_rows_the_seed_derives_first(
+    broker: str, ch: Client, ch_url: str, ch_db: str, topic_prefix: str, tmp_path: Path
+) -> None:
+    """History bulk-loaded straight into ClickHouse has no events and no feature rows; the
+    features state's first seed derives them (the feature rebuild), so the first live rows are
+    exact, not the start of a fresh run."""
+    candles = [c for c in xrp_candles() if WINDOW[0] <= c.open_time < WINDOW[1]]
+    history, live = candles[:-120], candles[-120:]
+    insert_candles(ch, history)
+    topics = unique_topics(broker, topic_prefix)
+    produce(broker, topics["raw"], live)
+    catch_ups = metric("feature_history_reads_total", why="catch_up")
+    run_topology(broker, topics, ch_url, ch_db, tmp_path / "state", resample=(), features=True)
+    rows = assert_exact(ch, "1m")
+    assert metric("feature_history_reads_total", why="catch_up") - catch_ups == 1
+    by_t = {r["open_time"]: r for r in rows}
+    assert {by_t[c.open_time]["reason"] for c in history} == {"rebuild"}
+    assert {by_t[c.open_time]["reason"] for c in live} == {"new"}
+    first_live = by_t[live[0].open_time]
+    assert first_live["window_complete"] and first_live["ema_26"] is not None
