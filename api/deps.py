@@ -169,3 +169,20 @@ async def scan_range(
 
 
 ScanRangeDep = Annotated[ScanRange, Depends(scan_range)]
+
+
+def one_cursor(before: int | None, after: int | None) -> None:
+    """History paging takes at most one cursor: both are a 400."""
+    if before is not None and after is not None:
+        raise HTTPException(
+            400, "before_open_time and after_open_time are mutually exclusive: pass one cursor"
+        )
+
+
+def next_cursors(items: list[dict[str, Any]], more: bool, forward: bool) -> dict[str, int | None]:
+    """The ``next_before_open_time``/``next_after_open_time`` of a history page (ascending
+    ``items``; ``more``: items exist beyond it in the paging direction)."""
+    return {
+        "next_before_open_time": items[0]["open_time"] if items and more and not forward else None,
+        "next_after_open_time": items[-1]["open_time"] if items and more and forward else None,
+    }

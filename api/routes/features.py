@@ -10,7 +10,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, HTTPException, Query, Request
 
-from api.deps import ApiKeyDep, SettingsDep, StreamDep
+from api.deps import ApiKeyDep, SettingsDep, StreamDep, next_cursors, one_cursor
 from api.errors import StoreUnavailableError
 from api.feature_queries import FeatureQueries
 from api.models import ErrorResponse, FeatureDriftResponse, FeatureHistoryResponse
@@ -76,16 +76,11 @@ def history(
     """Cursor paging over feature rows, ascending within a page, as candle history: no cursor is
     the newest page; walk back with ``next_before_open_time`` or forward with
     ``next_after_open_time`` until it is null."""
-    if before_open_time is not None and after_open_time is not None:
-        raise HTTPException(
-            400, "before_open_time and after_open_time are mutually exclusive: pass one cursor"
-        )
+    one_cursor(before_open_time, after_open_time)
     rows, more = queries.history(st, limit, before_open_time, after_open_time)
-    forward = after_open_time is not None
     return FeatureHistoryResponse.model_validate({
         "symbol": st.symbol, "interval": st.interval, "count": len(rows), "rows": rows,
-        "next_before_open_time": rows[0]["open_time"] if rows and more and not forward else None,
-        "next_after_open_time": rows[-1]["open_time"] if rows and more and forward else None,
+        **next_cursors(rows, more, forward=after_open_time is not None),
     })  # fmt: skip
 
 

@@ -8,7 +8,16 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, HTTPException, Query, Response
 
-from api.deps import ApiKeyDep, BooksDep, QueriesDep, ReadsDep, ScanRangeDep, StreamDep
+from api.deps import (
+    ApiKeyDep,
+    BooksDep,
+    QueriesDep,
+    ReadsDep,
+    ScanRangeDep,
+    StreamDep,
+    next_cursors,
+    one_cursor,
+)
 from api.metrics import DELTA_REQUESTS
 from api.models import (
     ContinuityResponse,
@@ -175,16 +184,11 @@ def history(
     No cursor: the newest page. Walk back with ``next_before_open_time`` or forward with
     ``next_after_open_time`` until it is null; each stored candle is returned exactly once.
     """
-    if before_open_time is not None and after_open_time is not None:
-        raise HTTPException(
-            400, "before_open_time and after_open_time are mutually exclusive: pass one cursor"
-        )
+    one_cursor(before_open_time, after_open_time)
     candles, more = queries.history(st, limit, before_open_time, after_open_time)
-    forward = after_open_time is not None
     return HistoryResponse.model_validate({
         "symbol": st.symbol, "interval": st.interval, "count": len(candles), "candles": candles,
-        "next_before_open_time": candles[0]["open_time"] if candles and more and not forward else None,
-        "next_after_open_time": candles[-1]["open_time"] if candles and more and forward else None,
+        **next_cursors(candles, more, forward=after_open_time is not None),
     })  # fmt: skip
 
 
