@@ -8,7 +8,8 @@ previous row of that open time, and the reason. The features and the gap rule ar
 
 from __future__ import annotations
 
-from typing import Literal
+from collections.abc import Sequence
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, create_model
 
@@ -22,6 +23,17 @@ FEATURE_COLUMNS: tuple[str, ...] = (
     "window_has_repair", "feature_version", "feature_set_version", "reason", *BAR_COLUMNS,
     "bar_repaired", "carry", "event_seq", "emitted_at",
 )  # fmt: skip
+
+
+class RowBlock(list[dict[str, Any]]):
+    """The rows of a page of new bars (``apply_many`` of new candles in order), with the same
+    values as columns in ``columns`` (row key -> one value per row; ``symbol``, ``interval`` and
+    ``feature_set_version``: one value for every row), so that a sink can take the columns
+    instead of reading them back out of the dicts. Whoever adds a key to every row adds it to
+    ``columns`` too (the topology's ``event_seq`` and ``emitted_at``, one value each)."""
+
+    columns: dict[str, Sequence[Any]]
+
 
 Reason = Literal["new", "repair", "late_fill", "gap_repaired", "rebuild", "replay"]
 

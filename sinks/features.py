@@ -11,11 +11,12 @@ import operator
 from collections.abc import Iterable, Sequence
 from typing import Any
 
+import numpy as np
 import pyarrow as pa  # type: ignore[import-untyped]
 from clickhouse_connect.driver.client import Client
 from prometheus_client import Gauge
 
-from schemas.features import FEATURE_COLUMNS, TABLE
+from schemas.features import FEATURE_COLUMNS, TABLE, RowBlock
 from sinks.clickhouse import ClickHouseSink
 from sinks.clickhouse_bulk import ARROW_TS, INSERT_SETTINGS
 
@@ -48,18 +49,45 @@ def feature_table(rows: Sequence[dict[str, Any]]) -> pa.Table:
     return pa.Table.from_arrays(arrays, names=list(FEATURE_COLUMNS))
 
 
-def write_features(client: Client, rows: Sequence[dict[str, Any]]) -> None:
-    if rows:
-        client.insert_arrow(TABLE, feature_table(rows), settings=INSERT_SETTINGS)
+def block_table(block: RowBlock) -> pa.Table:
+    """A ``RowBlock``'s rows as one Arrow table of ``FEATURE_COLUMNS``, from its columns (a
+    one-value column holds the value of every row)."""
+    n = len(block)
+    cols = block.columns
+    arrays = []
+    for col in FEATURE_COLUMNS:
+        values = cols[col]
+        if col in _DICTIONARY:
+            if len(values) == 1:
+                arrays.append(pa.DictionaryArray.from_arrays(pa.array(np.zeros(n, np.int32)),
+                                                             pa.array(values, pa.string())))  # fmt: skip
+            else:
+                arrays.append(pa.array(values, pa.string()).dictionary_encode())
+        else:
+            arrays.append(
+                pa.array(list(values) * n if len(values) == 1 else values, _TYPES.get(col, pa.float64()))
+            )
+    return pa.Table.from_arrays(arrays, names=list(FEATURE_COLUMNS))
+
+
+def write_features(client: Client, rows: Sequence[dict[str, Any]], blocks: Sequence[RowBlock] = ()) -> None:
+    """Insert ``rows`` and every row of ``blocks`` in one Arrow insert."""
+    tables = [feature_table(rows)] if rows else []
+    tables += [block_table(b) for b in blocks if b]
+    if not tables:
+        return
+    table = tables[0] if len(tables) == 1 else pa.concat_tables(tables).unify_dictionaries()
+    client.insert_arrow(TABLE, table, settings=INSERT_SETTINGS)
 
 
 class FeatureRows:
-    def __init__(self, rows: list[dict[str, Any]]):
+    def __init__(self, rows: list[dict[str, Any]], blocks: list[RowBlock] | None = None):
         self.rows = rows
-        self.count = len(rows)
+        self.blocks = blocks or []
+        self.count = len(rows) + sum(map(len, self.blocks))
 
     def write(self, client: Client) -> None:
-        write_features(client, self.rows)
+        write_features(client, self.rows, self.blocks)
 
 
 class ClickHouseFeatureSink(ClickHouseSink):
@@ -67,12 +95,15 @@ class ClickHouseFeatureSink(ClickHouseSink):
 
     def rows(self, values: Iterable[Any], now_ms: int) -> FeatureRows:
         out: list[dict[str, Any]] = []
+        blocks: list[RowBlock] = []
         for value in values:
-            if isinstance(value, list):
+            if isinstance(value, RowBlock):
+                blocks.append(value)
+            elif isinstance(value, list):
                 out.extend(value)
             elif value:
                 out.append(value)
-        return FeatureRows(out)
+        return FeatureRows(out, blocks)
 
     def written(self, rows: Any) -> None:
         if rows.count:

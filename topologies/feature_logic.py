@@ -6,7 +6,12 @@ feature rows it produces: one for a new bar after the newest, and for a repair o
 row of the changed bar and every row whose lookback contains it, derived again, each with its
 ``feature_version`` one above the last emitted for that open time. The features and the gap rule
 are ``indicators.definitions``. ``apply_many(candles, kinds, state)`` does the same for a batch
-record of one stream and emits each affected row once.
+record of one stream and emits each affected row once. A page of at least BLOCK_MIN new bars
+after the newest (a replay, an import, a rebuild) is derived column-wise with numpy
+(``_derive_block``): every window sum is added in the same order as the bar-by-bar path,
+logs are ``math.log`` and the recursions run bar by bar, so the values are the same bit for bit
+(tested over the whole XRP dump); its rows come as a ``RowBlock`` that also carries them as
+columns, which the sink inserts without reading the dicts back.
 
 Rows are dicts: ``symbol``, ``interval``, ``open_time``, every feature of FEATURES (float or
 None), ``window_complete``, ``bars_missing_in_window``, ``window_has_repair``, the bar itself
@@ -43,9 +48,11 @@ import math
 from collections import deque
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
-from itertools import pairwise
+from itertools import pairwise, repeat
 from operator import mul
 from typing import Any, Literal
+
+import numpy as np
 
 from indicators.definitions import (
     ATR_14,
@@ -66,6 +73,7 @@ from indicators.definitions import (
     VWAP_20,
     ema_alpha,
 )
+from schemas.features import RowBlock
 from schemas.intervals import interval_ms
 from schemas.klines import Candle
 from topologies.candle_logic import StreamState
@@ -281,7 +289,244 @@ def _derive(s: dict[str, Any], i: int, step: int) -> list[Any]:
             missing == 0, missing, rep, [pos, r1, e12, e26, sig, ag, al, atr]]  # fmt: skip
 
 
+#: a page of at least this many new bars is derived column-wise (``_derive_block``)
+BLOCK_MIN = 16
+_PAD = _W  # the block's arrays start this many slots before the first context bar (NaN)
+
+
+def _window_sum(x: np.ndarray, n: int, a: int, b: int) -> np.ndarray:
+    """``sum(x[k - n + 1 : k + 1])`` for every k in ``a .. b - 1``, added left to right as
+    Python's ``sum`` adds a list (the same floats, bit for bit)."""
+    acc = x[a - n + 1 : b - n + 1].copy()
+    for o in range(n - 2, -1, -1):
+        acc += x[a - o : b - o]
+    return acc
+
+
+def _window_mean_std(x: np.ndarray, n: int, a: int, b: int) -> tuple[np.ndarray, np.ndarray]:
+    """``_mean_std`` of each window of ``n`` ending at ``a .. b - 1``, in its order of operations."""
+    m = _window_sum(x, n, a, b) / n
+    d = x[a - n + 1 : b - n + 1] - m
+    acc = d * d
+    for o in range(n - 2, -1, -1):
+        d = x[a - o : b - o] - m
+        acc += d * d
+    return m, np.sqrt(acc / (n - 1))
+
+
+def _seeding(
+    p: int,
+    k: int,
+    x: int,
+    i0: int,
+    cl: list[float],
+    hl: list[float],
+    lol: list[float],
+    g: float,
+    ls: float,
+    tr: float,
+    prev: tuple[Any, ...],
+    e12c: list[Any],
+    e26c: list[Any],
+    out_e12: list[Any],
+    out_e26: list[Any],
+) -> tuple[Any, ...]:
+    """``_derive_block``'s recursions at a bar where one of them seeds or is undefined (``pos``
+    ``p`` <= the signal's seed position): ``_derive``'s branches, with the previous bar's values
+    in ``prev`` and bar ``k`` of the block at padded index ``x``."""  # fmt: skip
+    pag, pal, patr, pe12, pe26, psig = prev
+    ag = al = rsi = atr = e12 = e26 = macd = sig = None
+    ci = cl[x]
+    if p >= 1:
+        if p > _P_RSI:
+            ag = (pag * (_N_RSI - 1) + g) / _N_RSI
+            al = (pal * (_N_RSI - 1) + ls) / _N_RSI
+        elif p == _P_RSI:
+            sg = sl = 0.0
+            for q in range(x - _N_RSI + 1, x + 1):
+                dq = cl[q] - cl[q - 1]
+                if dq > 0:
+                    sg += dq
+                else:
+                    sl -= dq
+            ag = sg / _N_RSI
+            al = sl / _N_RSI
+        if ag is not None and al is not None:
+            tot = ag + al
+            rsi = 100.0 * ag / tot if tot > 0 else 50.0
+        if p > _P_ATR:
+            atr = (patr * (_N_ATR - 1) + tr) / _N_ATR
+        elif p == _P_ATR:
+            st = 0.0
+            for q in range(x - _N_ATR + 1, x + 1):
+                cq = cl[q - 1]
+                hq, lq = hl[q], lol[q]
+                st += max(hq - lq, abs(hq - cq), abs(lq - cq))
+            atr = st / _N_ATR
+    if p > _P_E12:
+        e12 = pe12 + _A12 * (ci - pe12)
+    elif p == _P_E12:
+        e12 = sum(cl[x - _P_E12 : x + 1]) / EMA_12.period
+    if p > _P_E26:
+        e26 = pe26 + _A26 * (ci - pe26)
+    elif p == _P_E26:
+        e26 = sum(cl[x - _P_E26 : x + 1]) / EMA_26.period
+    if e12 is not None and e26 is not None:
+        macd = e12 - e26
+        if p > _P_SIG:
+            sig = psig + _A9 * (macd - psig)
+        elif p == _P_SIG:
+            sm = macd
+            i = i0 + k
+            for q in range(i - MACD_SIGNAL.period + 1, i):
+                if q >= i0:
+                    sm += out_e12[q - i0] - out_e26[q - i0]
+                else:
+                    sm += e12c[q] - e26c[q]
+            sig = sm / MACD_SIGNAL.period
+    return ag, al, rsi, atr, e12, e26, macd, sig
+
+
+def _masked(x: np.ndarray, keep: np.ndarray) -> list[Any]:
+    """``x`` as a list of floats, None where not ``keep``."""
+    o = x.astype(object)
+    o[~keep] = None
+    out: list[Any] = o.tolist()
+    return out
+
+
+def _derive_block(s: dict[str, Any], i0: int, step: int) -> list[list[Any]]:
+    """``_derive`` of every bar ``i0 ..`` of the ring at once (a page of new bars): the same
+    values bit for bit (each sum in the same order, ``math.log``, the recursions bar by bar),
+    returned as columns in ``_ROW_KEYS`` order; writes the carries."""
+    t = s["t"]
+    n = len(t)
+    base = max(0, i0 - _W)
+    m = n - base  # local slots; the derived ones are a .. b - 1 of the padded arrays
+    a, b = _PAD + i0 - base, _PAD + m
+    nan = math.nan
+
+    def arr(col: list[Any]) -> np.ndarray:
+        out = np.full(_PAD + m, nan)
+        out[_PAD:] = [nan if x is None else x for x in col[base:]]
+        return out
+
+    c, h, lo, v = arr(s["c"]), arr(s["h"]), arr(s["l"]), arr(s["v"])
+    cl, hl, lol = c.tolist(), h.tolist(), lo.tolist()
+    # run positions, carried from the bar before the page
+    pos_c = s["pos"]
+    pos: list[Any] = []
+    prev = pos_c[i0 - 1] if i0 > 0 else None
+    pt = t[i0 - 1] if i0 > 0 else None
+    for i in range(i0, n):
+        ti = t[i]
+        p = prev + 1 if prev is not None and pt == ti - step else 0
+        pos.append(p)
+        prev, pt = p, ti
+    pa_ = np.array(pos, dtype=np.float64)
+
+    with np.errstate(all="ignore"):
+        cp = c[a - 1 : b - 1]
+        ci, hi, li = c[a:b], h[a:b], lo[a:b]
+        r1 = np.array(list(map(math.log, (ci / cp).tolist())))
+        r1_all = arr(s["r1"])
+        r1_all[a:b] = np.where(pa_ >= 1, r1, nan)
+        r1l = _masked(r1, pa_ >= 1)
+        tr = np.maximum(np.maximum(hi - li, np.abs(hi - cp)), np.abs(li - cp)).tolist()
+        d = ci - cp
+        gl = np.where(d > 0, d, 0.0).tolist()
+        ll = np.where(d < 0, -d, 0.0).tolist()
+        ret5l = _masked(np.array(list(map(math.log, (ci / c[a - 5 : b - 5]).tolist()))), pa_ >= _P_RET5)
+        ret10l = _masked(np.array(list(map(math.log, (ci / c[a - 10 : b - 10]).tolist()))), pa_ >= _P_RET10)
+        _, vol = _window_mean_std(r1_all, _N_VOL, a, b)
+        ma20 = _window_sum(c, MA_20.period, a, b) / MA_20.period
+        ma50 = _window_sum(c, MA_50.period, a, b) / MA_50.period
+        sv = _window_sum(v, _N_VWAP, a, b)
+        spv = _window_sum(h * v, _N_VWAP, a, b) + _window_sum(lo * v, _N_VWAP, a, b)
+        spv = spv + _window_sum(c * v, _N_VWAP, a, b)
+        vwap = spv / 3.0 / sv
+        vm, vsd = _window_mean_std(v, _N_VZ, a, b)
+        vz = (v[a:b] - vm) / vsd
+        rng = ((hi - li) / ci).tolist()
+
+    vol_l = _masked(vol, pa_ >= _P_VOL)
+    ma20_l = _masked(ma20, pa_ >= _P_MA20)
+    ma50_l = _masked(ma50, pa_ >= _P_MA50)
+    vwap_l = _masked(vwap, (pa_ >= _P_VWAP) & (sv != 0))
+    vz_l = _masked(vz, (pa_ >= _P_VZ) & (vsd != 0))
+
+    # the recursions, bar by bar, in _derive's expressions; the previous bar's values in locals
+    e12c, e26c, sigc, agc, alc, atrc = s["e12"], s["e26"], s["sig"], s["ag"], s["al"], s["atr"]
+    if i0 > 0:
+        pag, pal, patr = agc[i0 - 1], alc[i0 - 1], atrc[i0 - 1]
+        pe12, pe26, psig = e12c[i0 - 1], e26c[i0 - 1], sigc[i0 - 1]
+    else:
+        pag = pal = patr = pe12 = pe26 = psig = None
+    out_ag: list[Any] = []
+    out_al: list[Any] = []
+    out_atr: list[Any] = []
+    out_e12: list[Any] = []
+    out_e26: list[Any] = []
+    out_sig: list[Any] = []
+    rsi_l: list[Any] = []
+    macd_l: list[Any] = []
+    for k, p in enumerate(pos):
+        ci_ = cl[a + k]
+        if p > _P_SIG:  # every recursion continues (the common case)
+            ag = (pag * (_N_RSI - 1) + gl[k]) / _N_RSI
+            al = (pal * (_N_RSI - 1) + ll[k]) / _N_RSI
+            tot = ag + al
+            rsi = 100.0 * ag / tot if tot > 0 else 50.0
+            atr = (patr * (_N_ATR - 1) + tr[k]) / _N_ATR
+            e12 = pe12 + _A12 * (ci_ - pe12)
+            e26 = pe26 + _A26 * (ci_ - pe26)
+            macd = e12 - e26
+            sig = psig + _A9 * (macd - psig)
+        else:
+            ag, al, rsi, atr, e12, e26, macd, sig = _seeding(
+                p, k, a + k, i0, cl, hl, lol, gl[k], ll[k], tr[k], (pag, pal, patr, pe12, pe26, psig),
+                e12c, e26c, out_e12, out_e26,
+            )  # fmt: skip
+        out_ag.append(ag)
+        out_al.append(al)
+        out_atr.append(atr)
+        out_e12.append(e12)
+        out_e26.append(e26)
+        out_sig.append(sig)
+        rsi_l.append(rsi)
+        macd_l.append(macd)
+        pag, pal, patr, pe12, pe26, psig = ag, al, atr, e12, e26, sig
+    agc[i0:], alc[i0:], atrc[i0:] = out_ag, out_al, out_atr
+    e12c[i0:], e26c[i0:], sigc[i0:] = out_e12, out_e26, out_sig
+
+    # window flags: a bar with a whole window has none missing; the rest as _derive counts them
+    fl = s["fl"]
+    flc = np.cumsum(np.array([0, *fl[base:]], dtype=np.int64))  # flc[q]: flags before local q
+    full = pa_ >= _W - 1
+    ends = np.arange(i0 - base + 1, n - base + 1)  # flc index just after each bar
+    complete: list[bool] = full.tolist()
+    missing: list[int] = [0] * (n - i0)
+    rep: list[bool] = (flc[ends] - flc[np.maximum(ends - _W, 0)] > 0).tolist()
+    for k in np.flatnonzero(~full).tolist():
+        i = i0 + k
+        lo_t = t[i] - (_W - 1) * step
+        q = i
+        while q >= 0 and t[q] >= lo_t:
+            q -= 1
+        miss = _W - (i - q)
+        complete[k] = miss == 0
+        missing[k] = miss
+        rep[k] = 1 in fl[q + 1 : i + 1]
+    s["pos"][i0:] = pos
+    s["r1"][i0:] = r1l
+    carry = [list(x) for x in zip(pos, r1l, out_e12, out_e26, out_sig, out_ag, out_al, out_atr, strict=True)]
+    return [r1l, ret5l, ret10l, rsi_l, vol_l, ma20_l, ma50_l, out_e12, out_e26, macd_l, out_sig, out_atr,
+            vwap_l, vz_l, rng, complete, missing, rep, carry]  # fmt: skip
+
+
 _ROW_KEYS = (*FEATURE_NAMES, *ROW_FLAGS, "carry")
+_BLOCK_KEYS = (*_ROW_KEYS, "symbol", "interval", "open_time", "open", "high", "low", "close", "volume",
+               "bar_repaired", "feature_version", "feature_set_version", "reason")  # fmt: skip
 
 
 class FeatureStream:
@@ -307,6 +552,22 @@ class FeatureStream:
         row["feature_set_version"] = FEATURE_SET_VERSION
         row["reason"] = reason
         return row
+
+    def _rows_block(
+        self, c0: Candle, s: dict[str, Any], i0: int, step: int, reasons: Sequence[str]
+    ) -> RowBlock:
+        """The rows of bars ``i0 ..`` of the ring (``_derive_block``), as ``_row`` makes them."""
+        n = len(s["t"]) - i0
+        one = [c0.symbol], [c0.interval], [FEATURE_SET_VERSION]  # one value for every row
+        cols: list[Sequence[Any]] = [
+            *_derive_block(s, i0, step), one[0], one[1], s["t"][i0:], s["o"][i0:], s["h"][i0:],
+            s["l"][i0:], s["c"][i0:], s["v"][i0:], [f == 1 for f in s["fl"][i0:]], s["ver"][i0:],
+            one[2], reasons,
+        ]  # fmt: skip
+        each = [repeat(c[0], n) if any(c is o for o in one) else c for c in cols]
+        block = RowBlock(dict(zip(_BLOCK_KEYS, vals, strict=True)) for vals in zip(*each, strict=True))
+        block.columns = dict(zip(_BLOCK_KEYS, cols, strict=True))
+        return block
 
     def apply(self, c: Candle, kind: CandleKind, state: StreamState) -> list[dict[str, Any]] | NeedsHistory:
         s = state.get(KEY) or _empty()
@@ -450,9 +711,27 @@ class FeatureStream:
         step: int,
     ) -> list[dict[str, Any]]:
         """New bars after the newest, in open-time order (a replay's or an import's page):
-        each is appended and derived once, as ``apply`` does one by one."""
+        each is appended and derived once, as ``apply`` does one by one. A page of BLOCK_MIN
+        or more is derived column-wise (``_derive_block``, the same values bit for bit) and
+        returned as a ``RowBlock``."""
         t, o_, h_, l_, c_, v_, fl, ver = s["t"], s["o"], s["h"], s["l"], s["c"], s["v"], s["fl"], s["ver"]
         carries = [s[k] for k in CARRY_COLS]
+        if len(candles) >= BLOCK_MIN:
+            i0 = len(t)
+            t.extend([c.open_time for c in candles])
+            o_.extend([c.open for c in candles])
+            h_.extend([c.high for c in candles])
+            l_.extend([c.low for c in candles])
+            c_.extend([c.close for c in candles])
+            v_.extend([c.volume for c in candles])
+            fl.extend([0 if k == "new" else 1 for k in kinds])
+            ver.extend([1] * len(candles))
+            for col in carries:
+                col.extend([None] * len(candles))
+            block = self._rows_block(candles[0], s, i0, step, kinds)
+            self._trim(s, step)
+            state.set(KEY, s)
+            return block
         rows = []
         row = self._row
         for c, kind in zip(candles, kinds, strict=True):

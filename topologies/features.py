@@ -35,6 +35,7 @@ from quixstreams.dataframe import StreamingDataFrame
 from quixstreams.models import Topic
 from quixstreams.sinks import BaseSink
 
+from schemas.features import RowBlock
 from schemas.klines import Candle
 from topologies.candles import _Tally
 from topologies.feature_logic import (
@@ -46,6 +47,7 @@ from topologies.feature_logic import (
     ring_bars,
     ring_cover,
 )
+from topologies.producing import FastProducer
 from topologies.state_cache import CheckpointStates
 
 logger = logging.getLogger(__name__)
@@ -150,6 +152,9 @@ def make_feature_step(
             r["emitted_at"] = now
             if r["reason"] != "new":
                 tally.add(RECOMPUTED, 1, r["reason"])
+        if isinstance(rows, RowBlock):
+            rows.columns["event_seq"] = [seq]
+            rows.columns["emitted_at"] = [now]
         if rows:
             tally.add(ROWS_EMITTED, len(rows), interval)
             LAG.set(max(0, now - int(event["emitted_at"])) / 1000)
@@ -169,12 +174,12 @@ class FeaturePublisher:
     producer (flushed, and in exactly-once mode transacted, at each checkpoint)."""
 
     def __init__(self, producer: Any, topic: Topic):
-        self.produce = producer.produce
+        self.producer = FastProducer(producer)
         self.topic = topic.name
 
     def __call__(self, rows: list[dict[str, Any]], key: Any, timestamp: int, headers: Any) -> None:
-        for r in rows:
-            self.produce(topic=self.topic, value=published(r), key=key, timestamp=timestamp)
+        if rows:
+            self.producer.produce(self.topic, map(published, rows), key, timestamp)
 
 
 def build_features(

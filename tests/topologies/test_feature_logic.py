@@ -14,10 +14,19 @@ from hypothesis import strategies as st
 
 from indicators.batch import features
 from indicators.definitions import FEATURE_NAMES, LONGEST_LOOKBACK
+from schemas.features import RowBlock
 from schemas.klines import Candle
 from tests.indicators.helpers import frame, mismatches
 from tests.topologies.helpers import DictState, PlainState, vision_candles, xrp_candles
-from topologies.feature_logic import TRIM_SLACK, FeatureStream, NeedsHistory, StoredBar, rebuild, replay
+from topologies.feature_logic import (
+    BLOCK_MIN,
+    TRIM_SLACK,
+    FeatureStream,
+    NeedsHistory,
+    StoredBar,
+    rebuild,
+    replay,
+)
 
 MIN = 60_000
 OUTAGES = ((26_040, 150), (33_212, 283))  # (index of the first bar after, missing bars)
@@ -44,6 +53,28 @@ def xrp_rows() -> list[dict[str, Any]]:
 def test_streaming_equals_batch_on_the_whole_xrp_dump(xrp_rows: list[dict[str, Any]]) -> None:
     assert mismatches(xrp_rows, features(frame(xrp_candles()), MIN)) == []
     assert all(r["feature_version"] == 1 and r["reason"] == "new" for r in xrp_rows)
+
+
+@pytest.mark.parametrize("page", [BLOCK_MIN, 500, 4096])
+def test_pages_of_new_bars_are_derived_column_wise_bit_for_bit(
+    xrp_rows: list[dict[str, Any]], page: int
+) -> None:
+    """A page of at least BLOCK_MIN new bars takes the column-wise path: the same rows, bit for
+    bit, as one bar at a time, over the whole dump (its two real outages fall inside pages),
+    with the state round-tripping through JSON as Quix stores it; a page longer than the ring,
+    and one shorter than the longest lookback, included. Its columns hold what its rows do."""
+    cs = xrp_candles()
+    fs, state = FeatureStream(), DictState()
+    got: list[dict[str, Any]] = []
+    for at in range(0, len(cs), page):
+        part = cs[at : at + page]
+        out = fs.apply_many(part, ["new"] * len(part), state)
+        assert isinstance(out, RowBlock) == (len(part) >= BLOCK_MIN)
+        if isinstance(out, RowBlock):
+            for key, col in out.columns.items():
+                assert (list(col) * len(out) if len(col) == 1 else list(col)) == [r[key] for r in out], key
+        got.extend(out)
+    assert got == xrp_rows
 
 
 @pytest.mark.parametrize("symbol", ["LINKUSDT", "NEARUSDT"])
