@@ -57,6 +57,27 @@ class Settings(BaseSettings):
         default=3.0, gt=0, description="DRIFT_Z_THRESHOLD of /api/features/drift"
     )
     processing_guarantee: Literal["at-least-once", "exactly-once"] = "at-least-once"
+
+    # --- models (training, registry, promotion) -----------------------------------------------
+    label_horizon_bars: int = Field(default=5, ge=1, le=10_000, description="LABEL_HORIZON_BARS")
+    label_dead_zone: float = Field(
+        default=0.0, ge=0, description="LABEL_DEAD_ZONE: |forward log return| at or below it has no label"
+    )
+    model_artifact_dir: Path | None = Field(
+        default=None, description="MODEL_ARTIFACT_DIR (default DATA_DIR/models)"
+    )
+    auto_promote_min_auc_improve: float = Field(
+        default=0.01, ge=0, description="AUTO_PROMOTE_MIN_AUC_IMPROVE: relative AUC gain over production"
+    )
+    auto_promote_max_brier_degrade: float = Field(
+        default=0.0, ge=0, description="AUTO_PROMOTE_MAX_BRIER_DEGRADE: relative Brier loss allowed"
+    )
+    auto_promote_max_ece_degrade: float = Field(
+        default=0.01, ge=0, description="AUTO_PROMOTE_MAX_ECE_DEGRADE: absolute ECE loss allowed"
+    )
+    inference_prob_threshold: float = Field(
+        default=0.5, gt=0, lt=1, description="INFERENCE_PROB_THRESHOLD: probability of a long decision"
+    )
     clickhouse_url: str = Field(default="", description="empty: chdb under DATA_DIR")
 
     # --- Binance -------------------------------------------------------------------------
@@ -194,6 +215,10 @@ class Settings(BaseSettings):
     @property
     def clickhouse_dsn(self) -> str:
         return self.clickhouse_url or f"chdb://{(self.data_dir / 'clickhouse').resolve()}"
+
+    @property
+    def artifact_dir(self) -> Path:
+        return self.model_artifact_dir or self.data_dir / "models"
 
     @property
     def state_dir(self) -> Path:

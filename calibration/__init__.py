@@ -1,0 +1,2 @@
+"""Calibration and classification quality maths: pure numpy, defined once for training, live
+calibration and reports."""
