@@ -118,6 +118,17 @@ def run_features(metrics_port: MetricsPort = 9100) -> None:
     features_main(settings)
 
 
+@run_app.command("scoring")
+def run_scoring(metrics_port: MetricsPort = 9100) -> None:
+    """Run the scoring topology: feature rows in, scores out (ohlcv.scores, model_inference_log)."""
+    settings = production_settings("run scoring")
+    _setup_logging()
+    _serve_metrics(metrics_port)
+    from topologies.runner import scoring_main
+
+    scoring_main(settings)
+
+
 @run_app.command("ingest")
 def run_ingest(metrics_port: MetricsPort = 9100) -> None:
     """Run the Binance sources (websocket, REST repair) that produce raw klines."""

@@ -75,6 +75,16 @@ class Settings(BaseSettings):
     auto_promote_max_ece_degrade: float = Field(
         default=0.01, ge=0, description="AUTO_PROMOTE_MAX_ECE_DEGRADE: absolute ECE loss allowed"
     )
+    scoring_enabled: bool = Field(
+        default=True, description="SCORING_ENABLED: `ohlcv up` runs the scoring topology"
+    )
+    scoring_consumer_group: str = Field(default="ohlcv-scoring", description="group of `ohlcv run scoring`")
+    model_poll_interval: float = Field(
+        default=5.0,
+        gt=0,
+        le=3600,
+        description="MODEL_POLL_INTERVAL: seconds between a scorer's registry reads",
+    )
     inference_prob_threshold: float = Field(
         default=0.5, gt=0, lt=1, description="INFERENCE_PROB_THRESHOLD: probability of a long decision"
     )

@@ -15,6 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
 from schemas.events import CandleEvent, DeadLetter
 from schemas.features import FeatureRow
 from schemas.klines import MAX_BATCH
+from schemas.scores import ScoreRow
 
 DAY_MS = 86_400_000
 
@@ -120,7 +121,15 @@ FEATURES = TopicSpec(
     description="One feature row per closed candle (again, feature_version + 1, when history changes).",
 )
 
-ALL_TOPICS: tuple[TopicSpec, ...] = (RAW_KLINES, CANDLE_EVENTS, DEAD_LETTER, GAP_QUEUE, FEATURES)
+SCORES = TopicSpec(
+    name="ohlcv.scores",
+    key="'SYMBOL:interval' (UTF-8)",
+    value_schema=ScoreRow.model_json_schema(),
+    description="One score per feature row by the stream's production model (again, score_version + 1, "
+    "when the feature row is derived again).",
+)
+
+ALL_TOPICS: tuple[TopicSpec, ...] = (RAW_KLINES, CANDLE_EVENTS, DEAD_LETTER, GAP_QUEUE, FEATURES, SCORES)
 
 
 def topic_by_name(name: str) -> TopicSpec:

@@ -21,14 +21,18 @@ from quixstreams.models import Topic, TopicConfig
 from ohlcv.infra.broker import EMBEDDED_CONSUMER_CONFIG
 from ohlcv.infra.clickhouse import make_client
 from ohlcv.settings import Settings
-from schemas.topics import CANDLE_EVENTS, DEAD_LETTER, FEATURES, RAW_KLINES, TopicSpec
+from registry.loader import ProductionModels
+from registry.store import Registry
+from schemas.topics import CANDLE_EVENTS, DEAD_LETTER, FEATURES, RAW_KLINES, SCORES, TopicSpec
 from sinks.clickhouse import ClickHouseCandleSink
 from sinks.features import ClickHouseFeatureSink
+from sinks.scores import ClickHouseScoreSink
 from topologies.candle_logic import CandleStateMachine
 from topologies.candles import build_candles
 from topologies.feature_logic import FeatureStream
 from topologies.features import build_features
 from topologies.resample import Resampler
+from topologies.scoring import build_scoring
 from topologies.seed import ClickHouseLookup, FeatureHistory
 
 logger = logging.getLogger(__name__)
@@ -60,6 +64,12 @@ class TopologyConfig:
     #: chDB allows one process per data path); production runs it apart (``ohlcv run features``)
     features: bool = False
     features_topic: str = FEATURES.name
+    #: also run the scoring topology (``ohlcv up``); production: ``ohlcv run scoring``
+    scoring: bool = False
+    scores_topic: str = SCORES.name
+    inference_prob_threshold: float = 0.5
+    #: how often a scorer reads which model is production (a promotion reaches it this fast)
+    model_poll_s: float = 5.0
 
     @classmethod
     def from_settings(cls, settings: Settings, broker_address: str) -> TopologyConfig:
@@ -72,6 +82,9 @@ class TopologyConfig:
             processing_guarantee=settings.processing_guarantee,
             resample_intervals=tuple(settings.resample_intervals),
             features=settings.features_enabled,
+            scoring=settings.scoring_enabled,
+            inference_prob_threshold=settings.inference_prob_threshold,
+            model_poll_s=settings.model_poll_interval,
         )
 
 
@@ -128,6 +141,21 @@ def add_features(app: Application, cfg: TopologyConfig, events: Topic) -> None:
                    features_topic=features, sink=sink)  # fmt: skip
 
 
+def add_scoring(app: Application, cfg: TopologyConfig) -> None:
+    """The scoring dataframe on the features topic (``topologies.scoring``)."""
+    features = app.topic(cfg.features_topic, key_deserializer="str", value_deserializer="json",
+                         config=_topic_config(FEATURES))  # fmt: skip
+    scores = app.topic(
+        cfg.scores_topic, key_serializer="str", value_serializer="bytes", config=_topic_config(SCORES)
+    )
+    models = ProductionModels(
+        Registry(make_client(cfg.clickhouse_url, cfg.clickhouse_database)), cfg.model_poll_s
+    )
+    sink = ClickHouseScoreSink(cfg.clickhouse_url, cfg.clickhouse_database)
+    build_scoring(app.dataframe(features), models=models, threshold=cfg.inference_prob_threshold,
+                  scores_topic=scores, sink=sink)  # fmt: skip
+
+
 def build_application(cfg: TopologyConfig) -> Application:
     """The Application with the candle dataframe wired (resampler when configured; the
     features dataframe too with ``cfg.features``).
@@ -153,6 +181,8 @@ def build_application(cfg: TopologyConfig) -> Application:
     )  # fmt: skip
     if cfg.features:
         add_features(app, cfg, events)
+    if cfg.scoring:
+        add_scoring(app, cfg)
     return app
 
 
@@ -163,10 +193,17 @@ def build_features_application(cfg: TopologyConfig) -> Application:
     return app
 
 
+def build_scoring_application(cfg: TopologyConfig) -> Application:
+    """The scoring topology alone (``ohlcv run scoring``), in its own consumer group."""
+    app = make_application(cfg)
+    add_scoring(app, cfg)
+    return app
+
+
 def main(settings: Settings, broker_address: str | None = None) -> None:
     """``ohlcv run candles``: run the candle topologies until SIGINT/SIGTERM."""
     address = broker_address or settings.kafka_broker_address
-    cfg = replace(TopologyConfig.from_settings(settings, address), features=False)
+    cfg = replace(TopologyConfig.from_settings(settings, address), features=False, scoring=False)
     app = build_application(cfg)
     tune_gc()
     app.run()
@@ -178,5 +215,16 @@ def features_main(settings: Settings, broker_address: str | None = None) -> None
     cfg = replace(TopologyConfig.from_settings(settings, address),
                   consumer_group=settings.features_consumer_group)  # fmt: skip
     app = build_features_application(cfg)
+    tune_gc()
+    app.run()
+
+
+def scoring_main(settings: Settings, broker_address: str | None = None) -> None:
+    """``ohlcv run scoring``: run the scoring topology until SIGINT/SIGTERM."""
+    address = broker_address or settings.kafka_broker_address
+    cfg = replace(
+        TopologyConfig.from_settings(settings, address), consumer_group=settings.scoring_consumer_group
+    )
+    app = build_scoring_application(cfg)
     tune_gc()
     app.run()

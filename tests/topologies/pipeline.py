@@ -10,7 +10,7 @@ from confluent_kafka import Producer
 
 from ohlcv.infra.kafka import ensure_topics
 from schemas.klines import Candle
-from schemas.topics import CANDLE_EVENTS, DEAD_LETTER, FEATURES, GAP_QUEUE, RAW_KLINES, TopicSpec
+from schemas.topics import CANDLE_EVENTS, DEAD_LETTER, FEATURES, GAP_QUEUE, RAW_KLINES, SCORES, TopicSpec
 from streams.replay import replay_to_kafka
 from topologies.runner import TopologyConfig, build_application
 
@@ -19,7 +19,7 @@ def unique_topics(broker: str, prefix: str) -> dict[str, str]:
     names = {}
     specs = []
     roles = (("raw", RAW_KLINES), ("events", CANDLE_EVENTS), ("dead", DEAD_LETTER), ("gap_queue", GAP_QUEUE),
-             ("features", FEATURES))  # fmt: skip
+             ("features", FEATURES), ("scores", SCORES))  # fmt: skip
     for role, spec in roles:
         s = TopicSpec(name=prefix + spec.name, key=spec.key, value_schema={}, description="",
                       partitions=spec.partitions, retention_ms=spec.retention_ms)  # fmt: skip

@@ -1,0 +1,100 @@
+"""The production models a scorer holds, kept current from the registry without a restart.
+
+``ProductionModels.get(symbol, interval)`` answers from memory; at most every ``poll_s``
+seconds it reads which model is production for each stream (``Registry.productions``: the
+newest promotion event) and loads the ones that changed, checking each artifact against its
+SHA-256 first. A model that fails to load (missing or corrupt artifact) is logged and counted,
+and the stream keeps the model it had. The switch is one dict assignment, so each row is
+scored by exactly one model, whose id the score carries.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from prometheus_client import Counter, Gauge
+
+from ohlcv.errors import OhlcvError
+from registry.store import Registry
+
+logger = logging.getLogger(__name__)
+
+MODEL_LOADS = Counter("scoring_model_loads_total", "Production models loaded by a scorer", ["outcome"])
+MODEL_POLL_AGE = Gauge("scoring_model_poll_age_seconds", "Seconds since the scorer last read the registry")
+
+
+@dataclass(frozen=True, slots=True)
+class LoadedModel:
+    model_id: str
+    version: int
+    feature_names: tuple[str, ...]
+    feature_set_version: int
+    model: Any  #: a CatBoostClassifier
+
+    def probability(self, row: Mapping[str, Any]) -> float:
+        """P(label 1) for one feature row (a null feature is NaN, which CatBoost handles)."""
+        x = [[math.nan if (v := row[n]) is None else v for n in self.feature_names]]
+        return float(self.model.predict(x, prediction_type="Probability", thread_count=1)[0][1])
+
+
+def load_model(reg: Registry, model_id: str) -> LoadedModel:
+    from catboost import CatBoostClassifier
+
+    m = reg.model(model_id)
+    blob = reg.artifact_bytes(m)  # ArtifactError when missing or altered
+    model = CatBoostClassifier()
+    model.load_model(blob=blob)
+    return LoadedModel(m.model_id, m.version, tuple(m.feature_names), m.feature_set_version, model)
+
+
+class ProductionModels:
+    def __init__(self, registry: Registry, poll_s: float = 5.0, clock: Callable[[], float] = time.monotonic):
+        self.registry = registry
+        self.poll_s = poll_s
+        self.clock = clock
+        self._models: dict[tuple[str, str], LoadedModel] = {}
+        self._failed: dict[str, str] = {}  # model id -> error, not retried until it changes
+        self._polled: float | None = None
+
+    def refresh(self) -> None:
+        """Read the registry now and load every production model that changed."""
+        self._polled = self.clock()
+        MODEL_POLL_AGE.set(0)
+        try:
+            wanted = self.registry.productions()
+        except Exception as exc:  # ClickHouse away: keep scoring with what we hold
+            logger.warning("model registry unreadable, keeping %d model(s): %s", len(self._models), exc)
+            return
+        for stream, model_id in wanted.items():
+            held = self._models.get(stream)
+            if (held is not None and held.model_id == model_id) or model_id in self._failed:
+                continue
+            try:
+                loaded = load_model(self.registry, model_id)
+            except (OhlcvError, Exception) as exc:
+                self._failed[model_id] = str(exc)
+                MODEL_LOADS.labels("failed").inc()
+                logger.error("production model %s of %s %s not loaded, keeping %s: %s", model_id, *stream,
+                             held.model_id if held else "none", exc)  # fmt: skip
+                continue
+            self._models[stream] = loaded
+            MODEL_LOADS.labels("loaded").inc()
+            logger.info(
+                "scoring %s %s with %s (was %s)", *stream, model_id, held.model_id if held else "none"
+            )
+
+    def get(self, symbol: str, interval: str) -> LoadedModel | None:
+        now = self.clock()
+        if self._polled is None or now - self._polled >= self.poll_s:
+            self.refresh()
+        else:
+            MODEL_POLL_AGE.set(now - self._polled)
+        return self._models.get((symbol, interval))
+
+    def failures(self) -> dict[str, str]:
+        return dict(self._failed)
