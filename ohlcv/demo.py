@@ -23,6 +23,7 @@ import threading
 import time
 from collections import Counter
 from pathlib import Path
+from typing import Any
 
 from fakes.binance import Datasets, FakeBinance, Playback
 from ohlcv.infra.clickhouse import make_client
@@ -92,6 +93,8 @@ def start_demo(services: Services, stop: threading.Event) -> None:
             f"(ohlcv features rebuild) in {time.perf_counter() - t0:.1f}s",
             flush=True,
         )
+        if settings.scoring_enabled:
+            _first_models(client, settings)
     speed = float(os.environ.get("DEMO_SPEED", "60"))
     print(
         f"live        replaying {len(live):,} XRPUSDT 1m candles at {speed:g}x with partial updates",
@@ -110,6 +113,27 @@ def start_demo(services: Services, stop: threading.Event) -> None:
 
     services.spawn("demo-replay", _replay, stop.set)
     services.spawn("demo-status", lambda: _status(settings.clickhouse_dsn, stop), stop.set)
+
+
+def _first_models(client: Any, settings: Any) -> None:
+    """A production model per 1m stream, trained on its history at start (reused while the
+    history is unchanged), so scores flow with the first live candles."""
+    from training.bootstrap import ensure_model
+    from training.train import TrainConfig
+
+    cfg = TrainConfig(horizon=settings.label_horizon_bars, dead_zone=settings.label_dead_zone,
+                      threshold=settings.inference_prob_threshold,
+                      params={**TrainConfig().params, "iterations": 150})  # fmt: skip
+    for symbol in settings.symbols:
+        t0 = time.perf_counter()
+        b = ensure_model(client, symbol, "1m", artifact_dir=settings.artifact_dir, config=cfg)
+        q = b.model.metrics
+        print(
+            f"model       {b.model.model_id} {'trained' if b.trained else 'reused'} in "
+            f"{time.perf_counter() - t0:.1f}s: validation AUC {q['auc']:.3f}, Brier {q['brier']:.4f}, "
+            f"ECE {q['ece']:.4f}{' (production)' if b.promoted else ''}",
+            flush=True,
+        )
 
 
 def _status(url: str, stop: threading.Event, every_s: float = 5.0) -> None:

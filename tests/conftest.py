@@ -79,3 +79,22 @@ def clean_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
             monkeypatch.delenv(key, raising=False)
     monkeypatch.chdir(tmp_path)
     return tmp_path
+
+
+@pytest.fixture
+def xrp_features(ch: Client) -> Client:
+    """``ch`` holding the feature rows of the whole real XRP dump (as the features topology
+    derives them, both real outages included), for training and scoring tests."""
+    from sinks.features import write_features
+    from tests.topologies.helpers import PlainState, xrp_candles
+    from topologies.feature_logic import FeatureStream
+
+    cs = xrp_candles()
+    rows = []
+    fs, state = FeatureStream(), PlainState()
+    for at in range(0, len(cs), 1000):
+        rows += fs.apply_many(cs[at : at + 1000], ["new"] * len(cs[at : at + 1000]), state)
+    for r in rows:
+        r["event_seq"], r["emitted_at"] = 0, 0
+    write_features(ch, rows)
+    return ch

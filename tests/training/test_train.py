@@ -13,28 +13,13 @@ from sklearn.metrics import roc_auc_score
 
 from registry.artifacts import ArtifactError
 from registry.store import Registry, RegistryError
-from sinks.features import write_features
-from tests.topologies.helpers import PlainState, xrp_candles
-from topologies.feature_logic import FeatureStream
+from tests.topologies.helpers import xrp_candles
 from training.dataset import NoTrainingDataError, load_rows
 from training.labels import forward_labels
 from training.train import TrainConfig, train_model
 
 pytestmark = pytest.mark.clickhouse
 FAST = TrainConfig(params={"iterations": 40, "depth": 4, "learning_rate": 0.1, "random_seed": 3})
-
-
-@pytest.fixture
-def xrp_features(ch: Client) -> Client:
-    cs = xrp_candles()
-    rows = []
-    fs, state = FeatureStream(), PlainState()
-    for at in range(0, len(cs), 1000):
-        rows += fs.apply_many(cs[at : at + 1000], ["new"] * len(cs[at : at + 1000]), state)
-    for r in rows:
-        r["event_seq"], r["emitted_at"] = 0, 0
-    write_features(ch, rows)
-    return ch
 
 
 def test_train_registers_a_model_whose_numbers_reproduce_from_its_artifact(
