@@ -87,8 +87,29 @@ def test_the_demo_serves_the_sample_through_every_stage(tmp_path: Path) -> None:
         assert drift.status_code == 200 and drift.json()["status"] in ("ok", "drift"), drift.text
         recent = _get(api, "/api/ohlcv/recent", symbol="XRPUSDT", interval="1m", limit=1).json()
         assert recent["candles"][-1]["open_time"] == xrp[-1].open_time
+        # a first model per 1m stream was trained at start and is production: the live day's
+        # feature rows are scored by it, to the newest candle
+        summary = _get(api, "/api/models/summary", symbol="XRPUSDT", interval="1m").json()
+        prod = summary["production"]
+        assert prod is not None and prod["trigger"] == "schedule", summary
+        deadline = time.monotonic() + 30
+        while True:
+            score = _get(api, "/api/inference/latest", symbol="XRPUSDT", interval="1m")
+            if score.status_code == 200 and score.json()["open_time"] == xrp[-1].open_time:
+                break
+            assert time.monotonic() < deadline, score.text
+            time.sleep(0.5)
+        s = score.json()
+        assert s["model_id"] == prod["model_id"] and s["event_seq"] > 0 and 0 < s["probability"] < 1
+        # the live day's first 100 minutes: the withheld minutes 10..14 were repaired, so the rows
+        # whose window holds them are scored as repaired-window scores, counted apart
+        hist = _get(api, "/api/inference/history", symbol="XRPUSDT", interval="1m", limit=100,
+                    before_open_time=split + 101 * 60_000).json()  # fmt: skip
+        assert [r["open_time"] for r in hist["rows"]] == [split + k * 60_000 for k in range(1, 101)]
+        assert hist["repaired"] >= 50 and hist["incomplete"] == 0, hist
     finally:
         stop_process(proc, signal.SIGINT, 30)
         out = proc.stdout.read() if proc.stdout else ""
     assert proc.returncode in (0, 130), out[-3000:]
     assert "feature rows derived for the history (ohlcv features rebuild)" in out, out[-3000:]
+    assert "model       XRPUSDT-1m-v1-" in out and "trained in" in out, out[-3000:]
