@@ -1,5 +1,5 @@
 # One image for every production service; docker-compose.yml picks the command:
-#   ohlcv init | ohlcv run ingest | ohlcv run candles | ohlcv run api
+#   ohlcv init | ohlcv run ingest | ohlcv run candles | ohlcv run features | ohlcv run scoring | ohlcv run api
 FROM python:3.11-slim
 
 ENV PYTHONDONTWRITEBYTECODE=1 \

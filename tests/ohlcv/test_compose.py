@@ -21,7 +21,7 @@ import yaml
 
 REPO = Path(__file__).resolve().parents[2]
 OHLCV = Path(sys.executable).parent / "ohlcv"
-APP_SERVICES = ("init", "ingest", "candles", "features", "api")
+APP_SERVICES = ("init", "ingest", "candles", "features", "scoring", "api")
 
 
 def _compose_command(tmp_path: Path) -> tuple[list[str], dict[str, str]]:
@@ -128,6 +128,8 @@ def test_app_services_share_one_image_and_wait_for_init(config: dict[str, Any]) 
     assert services["ingest"]["command"] == ["run", "ingest"]
     assert services["candles"]["command"] == ["run", "candles"]
     assert services["features"]["command"] == ["run", "features"]
+    assert services["scoring"]["command"] == ["run", "scoring"]
+    assert {v["target"] for v in services["scoring"]["volumes"]} == {"/models"}
     assert services["api"]["command"] == ["run", "api"]
     assert services["api"]["ports"][0]["target"] == 8000
     for name in APP_SERVICES:
