@@ -25,6 +25,7 @@ BENCHES = [
     ("Rolling features per closed candle", ["bench.features"]),
     ("Features topology: rows/s into chDB and event -> row latency", ["bench.features_topology"]),
     ("Feature rebuild of a year of bulk-loaded history", ["bench.feature_rebuild"]),
+    ("Scoring: rows/s vs CatBoost batch predict, training time", ["bench.scoring"]),
     ("Gap detection to repair", ["bench.gap_repair"]),
     ("API: REST recent latency and WebSocket fan-out", ["bench.api_bench"]),
     ("Peak memory of the demo", ["bench.demo_rss"]),
