@@ -132,6 +132,18 @@ def _select(cols: Sequence[str], times: Sequence[str]) -> str:
     return ", ".join(f"toUnixTimestamp64Milli({c})" if c in times else c for c in cols)
 
 
+def _of_stream(symbol: str | None, interval: str | None) -> tuple[str, dict[str, Any]]:
+    """A WHERE clause (or "") keeping one symbol and/or interval, and its parameters."""
+    where, params = [], {}
+    if symbol:
+        where.append("symbol = {s:String}")
+        params["s"] = symbol
+    if interval:
+        where.append("interval = {i:String}")
+        params["i"] = interval
+    return (" WHERE " + " AND ".join(where) if where else ""), params
+
+
 def _model(row: Sequence[Any]) -> Model:
     d = dict(zip(MODEL_COLUMNS, row, strict=True))
     for c in _JSON:
@@ -223,17 +235,8 @@ class Registry:
 
     def models(self, symbol: str | None = None, interval: str | None = None) -> list[Model]:
         """Registered models, newest first, optionally of one stream."""
-        where: list[str] = []
-        params: dict[str, Any] = {}
-        if symbol:
-            where.append("symbol = {s:String}")
-            params["s"] = symbol
-        if interval:
-            where.append("interval = {i:String}")
-            params["i"] = interval
-        sql = f"SELECT {_select(MODEL_COLUMNS, _TIMES)} FROM model_registry FINAL"  # noqa: S608 - constants
-        if where:
-            sql += " WHERE " + " AND ".join(where)
+        cond, params = _of_stream(symbol, interval)
+        sql = f"SELECT {_select(MODEL_COLUMNS, _TIMES)} FROM model_registry FINAL{cond}"  # noqa: S608 - constants
         sql += " ORDER BY created_at DESC, model_id"
         return [_model(r) for r in self.client.query(sql, parameters=params).result_rows]
 
@@ -255,17 +258,9 @@ class Registry:
     def events(
         self, symbol: str | None = None, interval: str | None = None, limit: int = 100
     ) -> list[dict[str, Any]]:
-        where: list[str] = []
-        params: dict[str, Any] = {"n": limit}
-        if symbol:
-            where.append("symbol = {s:String}")
-            params["s"] = symbol
-        if interval:
-            where.append("interval = {i:String}")
-            params["i"] = interval
-        sql = f"SELECT {_select(EVENT_COLUMNS, ('at',))} FROM promotion_events"  # noqa: S608 - constants
-        if where:
-            sql += " WHERE " + " AND ".join(where)
+        cond, params = _of_stream(symbol, interval)
+        params["n"] = limit
+        sql = f"SELECT {_select(EVENT_COLUMNS, ('at',))} FROM promotion_events{cond}"  # noqa: S608 - constants
         sql += " ORDER BY at DESC, event_id DESC LIMIT {n:UInt32}"
         out = []
         for r in self.client.query(sql, parameters=params).result_rows:
