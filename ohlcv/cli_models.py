@@ -121,26 +121,15 @@ def train_command(
     table = Table(title=f"model {m.model_id}", box=box.SIMPLE_HEAD, pad_edge=False)
     for col in ("rows", "auc", "accuracy", "brier", "log loss", "ece", "mce"):
         table.add_column(col, justify="right")
-    for name, q in (("validation", m.metrics), ("training", m.train_metrics)):
+    shown = [("validation", m.metrics), ("training", m.train_metrics)]
+    if prod is not None:
+        shown.append(("production", prod.metrics))
+    for name, q in shown:
         table.add_row(
             f"{q['rows']:,} {name}",
-            _fmt(q["auc"]),
-            _fmt(q["accuracy"]),
+            *(_fmt(q[k]) for k in ("auc", "accuracy")),
             _fmt(q["brier"], 5),
-            _fmt(q["log_loss"]),
-            _fmt(q["ece"]),
-            _fmt(q["mce"]),
-        )
-    if prod is not None:
-        q = prod.metrics
-        table.add_row(
-            f"{q['rows']:,} production",
-            _fmt(q["auc"]),
-            _fmt(q["accuracy"]),
-            _fmt(q["brier"], 5),
-            _fmt(q["log_loss"]),
-            _fmt(q["ece"]),
-            _fmt(q["mce"]),
+            *(_fmt(q[k]) for k in ("log_loss", "ece", "mce")),
         )
     Console().print(table)
     top = sorted(m.importances.items(), key=lambda kv: -kv[1])[:5]

@@ -19,7 +19,6 @@ from typing import Any
 
 from prometheus_client import Counter, Gauge
 
-from ohlcv.errors import OhlcvError
 from registry.store import Registry
 
 logger = logging.getLogger(__name__)
@@ -76,7 +75,7 @@ class ProductionModels:
                 continue
             try:
                 loaded = load_model(self.registry, model_id)
-            except (OhlcvError, Exception) as exc:
+            except Exception as exc:  # ArtifactError, RegistryError, a CatBoost load error
                 self._failed[model_id] = str(exc)
                 MODEL_LOADS.labels("failed").inc()
                 logger.error("production model %s of %s %s not loaded, keeping %s: %s", model_id, *stream,
@@ -95,6 +94,3 @@ class ProductionModels:
         else:
             MODEL_POLL_AGE.set(now - self._polled)
         return self._models.get((symbol, interval))
-
-    def failures(self) -> dict[str, str]:
-        return dict(self._failed)
