@@ -11,15 +11,17 @@ scored by exactly one model, whose id the score carries.
 from __future__ import annotations
 
 import logging
-import math
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from operator import itemgetter
 from typing import Any
 
+import numpy as np
 from prometheus_client import Counter, Gauge
 
 from registry.store import Registry
+from registry.trees import ObliviousTrees, UnsupportedModel
 
 logger = logging.getLogger(__name__)
 
@@ -27,18 +29,30 @@ MODEL_LOADS = Counter("scoring_model_loads_total", "Production models loaded by 
 MODEL_POLL_AGE = Gauge("scoring_model_poll_age_seconds", "Seconds since the scorer last read the registry")
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True)
 class LoadedModel:
     model_id: str
     version: int
     feature_names: tuple[str, ...]
     feature_set_version: int
     model: Any  #: a CatBoostClassifier
+    trees: ObliviousTrees | None = None  #: its trees in numpy (None: score through CatBoost)
+
+    def __post_init__(self) -> None:
+        get = itemgetter(*self.feature_names)
+        one = len(self.feature_names) == 1
+        object.__setattr__(self, "_values", (lambda r: (get(r),)) if one else get)
+
+    def vector(self, row: Mapping[str, Any]) -> np.ndarray:
+        """The row's features in the model's order, float64, a null as NaN."""
+        return np.array(self._values(row), dtype=np.float64)  # type: ignore[attr-defined]
 
     def probability(self, row: Mapping[str, Any]) -> float:
         """P(label 1) for one feature row (a null feature is NaN, which CatBoost handles)."""
-        x = [[math.nan if (v := row[n]) is None else v for n in self.feature_names]]
-        return float(self.model.predict(x, prediction_type="Probability", thread_count=1)[0][1])
+        x = self.vector(row)
+        if self.trees is not None:
+            return self.trees.probability(x)
+        return float(self.model.predict(x.reshape(1, -1), prediction_type="Probability", thread_count=1)[0][1])
 
 
 def load_model(reg: Registry, model_id: str) -> LoadedModel:
@@ -48,7 +62,12 @@ def load_model(reg: Registry, model_id: str) -> LoadedModel:
     blob = reg.artifact_bytes(m)  # ArtifactError when missing or altered
     model = CatBoostClassifier()
     model.load_model(blob=blob)
-    return LoadedModel(m.model_id, m.version, tuple(m.feature_names), m.feature_set_version, model)
+    try:
+        trees: ObliviousTrees | None = ObliviousTrees.from_catboost(model)
+    except UnsupportedModel as exc:
+        logger.warning("model %s scored through CatBoost's predict (%s)", model_id, exc)
+        trees = None
+    return LoadedModel(m.model_id, m.version, tuple(m.feature_names), m.feature_set_version, model, trees)
 
 
 class ProductionModels:

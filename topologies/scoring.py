@@ -43,6 +43,8 @@ def score_row(row: dict[str, Any], model: Any, threshold: float, now_ms: int) ->
 
 
 def make_scoring_step(models: ProductionModels, threshold: float) -> Any:
+    scored: dict[tuple[str, bool], Any] = {}  # labelled counters, looked up once
+
     def apply(row: dict[str, Any]) -> list[dict[str, Any]]:
         model = models.get(row["symbol"], row["interval"])
         if model is None:
@@ -53,7 +55,10 @@ def make_scoring_step(models: ProductionModels, threshold: float) -> Any:
             UNSCORED.labels("feature_set_mismatch").inc()
             return []
         out = score_row(row, model, threshold, int(time.time() * 1000))
-        SCORED.labels(row["interval"], "complete" if row["window_complete"] else "incomplete").inc()
+        k = (row["interval"], row["window_complete"])
+        if (c := scored.get(k)) is None:
+            c = scored[k] = SCORED.labels(k[0], "complete" if k[1] else "incomplete")
+        c.inc()
         return [out]
 
     return apply
