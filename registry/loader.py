@@ -21,7 +21,7 @@ import numpy as np
 from prometheus_client import Counter, Gauge
 
 from registry.store import Registry
-from registry.trees import ObliviousTrees, UnsupportedModel
+from registry.trees import ObliviousTrees, UnsupportedModelError
 
 logger = logging.getLogger(__name__)
 
@@ -52,7 +52,8 @@ class LoadedModel:
         x = self.vector(row)
         if self.trees is not None:
             return self.trees.probability(x)
-        return float(self.model.predict(x.reshape(1, -1), prediction_type="Probability", thread_count=1)[0][1])
+        p = self.model.predict(x.reshape(1, -1), prediction_type="Probability", thread_count=1)
+        return float(p[0][1])
 
 
 def load_model(reg: Registry, model_id: str) -> LoadedModel:
@@ -64,7 +65,7 @@ def load_model(reg: Registry, model_id: str) -> LoadedModel:
     model.load_model(blob=blob)
     try:
         trees: ObliviousTrees | None = ObliviousTrees.from_catboost(model)
-    except UnsupportedModel as exc:
+    except UnsupportedModelError as exc:
         logger.warning("model %s scored through CatBoost's predict (%s)", model_id, exc)
         trees = None
     return LoadedModel(m.model_id, m.version, tuple(m.feature_names), m.feature_set_version, model, trees)

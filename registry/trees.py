@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 
 
-class UnsupportedModel(ValueError):
+class UnsupportedModelError(ValueError):
     """The model has parts this evaluator does not read (categorical features, other losses)."""
 
 
@@ -35,12 +35,14 @@ class ObliviousTrees:
     def __init__(self, spec: dict[str, Any]):
         info = spec.get("features_info", {})
         if set(info) - {"float_features"}:
-            raise UnsupportedModel(f"features other than float: {sorted(set(info) - {'float_features'})}")
+            raise UnsupportedModelError(
+                f"features other than float: {sorted(set(info) - {'float_features'})}"
+            )
         floats = info.get("float_features", [])
         nan_true = {f["flat_feature_index"]: f.get("nan_value_treatment") == "AsTrue" for f in floats}
         trees = spec.get("oblivious_trees")
         if not trees:
-            raise UnsupportedModel("no oblivious trees")
+            raise UnsupportedModelError("no oblivious trees")
         depth = max(len(t["splits"]) for t in trees)
         n = len(trees)
         feat = np.zeros((n, depth), dtype=np.int64)
@@ -51,17 +53,17 @@ class ObliviousTrees:
         for i, t in enumerate(trees):
             for d, s in enumerate(t["splits"]):
                 if s.get("split_type") != "FloatFeature":
-                    raise UnsupportedModel(f"split type {s.get('split_type')}")
+                    raise UnsupportedModelError(f"split type {s.get('split_type')}")
                 feat[i, d] = s["float_feature_index"]
                 border[i, d] = np.float32(s["border"])
                 nan_bit[i, d] = nan_true.get(s["float_feature_index"], False)
             if len(t["leaf_values"]) != 1 << len(t["splits"]):
-                raise UnsupportedModel("a tree's leaves do not match its depth (multi-class?)")
+                raise UnsupportedModelError("a tree's leaves do not match its depth (multi-class?)")
             offsets[i] = len(leaves)
             leaves.extend(t["leaf_values"])
         scale, bias = spec.get("scale_and_bias", [1.0, [0.0]])
         if len(bias) != 1:
-            raise UnsupportedModel("more than one output dimension")
+            raise UnsupportedModelError("more than one output dimension")
         self.n_features = max((f["flat_feature_index"] for f in floats), default=-1) + 1
         self._feat = feat.ravel()
         self._border = border.ravel()
