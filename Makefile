@@ -4,7 +4,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo up test lint type bench faults fmt clean install
+.PHONY: demo up test lint type bench faults fmt clean install browser
 
 install: $(STAMP)
 
@@ -20,7 +20,13 @@ demo: $(STAMP)
 up: $(STAMP)
 	$(VENV)/bin/ohlcv up
 
-test: $(STAMP)
+# Debian's Chromium for the browser tests (an Evidently report opened headless)
+browser:
+	@command -v chromium >/dev/null 2>&1 || { \
+	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  $$SUDO apt-get update -q >/dev/null && $$SUDO apt-get install -y -q chromium >/dev/null; }
+
+test: $(STAMP) browser
 	$(PY) -m pytest -q -ra -n 2 --dist loadscope
 
 lint: $(STAMP)

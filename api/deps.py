@@ -94,6 +94,11 @@ async def served_stream(
     ],
 ) -> Stream:
     """The requested stream if this deployment serves it; 404 naming what is not served."""
+    return served_stream_of(settings, symbol, interval)
+
+
+def served_stream_of(settings: Settings, symbol: str, interval: str) -> Stream:
+    """``served_stream`` for a symbol and interval from a request body."""
     sym = symbol.upper()
     if sym not in settings.symbols:
         raise HTTPException(

@@ -30,6 +30,7 @@ SQL_FEATURES_AFTER = (
     f"{_FROM} AND open_time > fromUnixTimestamp64Milli({{a:Int64}}) ORDER BY open_time ASC LIMIT {{n:UInt32}}"
 )
 SQL_FEATURES_COMPLETE = f"{_FROM} AND window_complete ORDER BY open_time DESC LIMIT {{n:UInt32}}"
+SQL_FEATURES_AT = f"{_FROM} AND open_time = fromUnixTimestamp64Milli({{t:Int64}}) LIMIT 1"
 
 
 def feature_dict(r: Sequence[Any]) -> dict[str, Any]:
@@ -58,6 +59,10 @@ class FeatureQueries:
 
     def latest(self, st: Stream) -> dict[str, Any] | None:
         rows = self._rows("features.latest", SQL_FEATURES_LATEST, st.params(n=1))
+        return rows[0] if rows else None
+
+    def at(self, st: Stream, open_time: int) -> dict[str, Any] | None:
+        rows = self._rows("features.at", SQL_FEATURES_AT, st.params(t=open_time))
         return rows[0] if rows else None
 
     def history(

@@ -88,7 +88,24 @@ def feature_drift(rows: Sequence[Mapping[str, Any]], window: int, threshold: flo
     complete = [r for r in rows if r["window_complete"]]
     if len(complete) < 2 * window:
         return DriftReport("insufficient", window, threshold, len(complete), None, None, ())
-    reference, recent = complete[-2 * window : -window], complete[-window:]
+    return drift_between(complete[-window:], complete[-2 * window : -window], threshold)
+
+
+def drift_between(
+    recent: Sequence[Mapping[str, Any]],
+    reference: Sequence[Mapping[str, Any]],
+    threshold: float,
+    names: Sequence[str] = FEATURE_NAMES,
+) -> DriftReport:
+    """Drift of ``recent`` rows against ``reference`` rows (both ascending by open time, complete
+    windows only: incomplete ones are dropped here), the z of the module docstring per feature
+    in ``names``. Used with a pinned reference too: the production model's training rows."""
+    recent = [r for r in recent if r["window_complete"]]
+    reference = [r for r in reference if r["window_complete"]]
+    if len(recent) < 2 or len(reference) < 2:
+        return DriftReport(
+            "insufficient", len(recent), threshold, len(recent) + len(reference), None, None, ()
+        )
     features = tuple(
         _one(
             name,
@@ -96,13 +113,13 @@ def feature_drift(rows: Sequence[Mapping[str, Any]], window: int, threshold: flo
             [r[name] for r in reference if r[name] is not None],
             threshold,
         )
-        for name in FEATURE_NAMES
+        for name in names
     )
     return DriftReport(
         "drift" if any(f.drifted for f in features) else "ok",
-        window,
+        len(recent),
         threshold,
-        len(complete),
+        len(recent) + len(reference),
         (int(recent[0]["open_time"]), int(recent[-1]["open_time"])),
         (int(reference[0]["open_time"]), int(reference[-1]["open_time"])),
         features,

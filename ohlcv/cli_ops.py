@@ -129,6 +129,18 @@ def run_scoring(metrics_port: MetricsPort = 9100) -> None:
     scoring_main(settings)
 
 
+@run_app.command("monitor")
+def run_monitor(metrics_port: MetricsPort = 9100) -> None:
+    """Run the model monitor: realized outcomes, live calibration, drift, Evidently reports and
+    auto-retrain, every CALIBRATION_MONITOR_INTERVAL seconds."""
+    settings = production_settings("run monitor")
+    _setup_logging()
+    _serve_metrics(metrics_port)
+    from monitoring.loop import main
+
+    main(settings)
+
+
 @run_app.command("ingest")
 def run_ingest(metrics_port: MetricsPort = 9100) -> None:
     """Run the Binance sources (websocket, REST repair) that produce raw klines."""

@@ -194,6 +194,23 @@ def _start_continuity(services: Services) -> None:
     services.spawn("gap-orchestrator", _run_orchestrator, _stop_orchestrator)
 
 
+def _start_monitor(services: Services) -> None:
+    """The model monitor (``monitoring.loop``), a thread, first round after one interval."""
+    settings = services.stack.settings
+    if not settings.monitor_enabled:
+        return
+    from monitoring.loop import MonitorThread, build_monitor
+
+    t = MonitorThread(
+        build_monitor(settings, services.stack.broker_address),
+        settings.calibration_monitor_interval,
+        first_delay_s=settings.calibration_monitor_interval,
+    )
+    t.start()
+    services.threads.append(t)
+    services.stoppers.append(t.stop)
+
+
 @dataclass(frozen=True)
 class Extension:
     """More services on top of the stack's: ``prepare`` runs before the stack's services start
@@ -214,6 +231,7 @@ def start_services(
         _start_api(services)
         _start_topologies(services)
         _start_continuity(services)
+        _start_monitor(services)
         for extension in extensions:
             extension.start(services, stop)
         yield services

@@ -88,6 +88,53 @@ class Settings(BaseSettings):
     inference_prob_threshold: float = Field(
         default=0.5, gt=0, lt=1, description="INFERENCE_PROB_THRESHOLD: probability of a long decision"
     )
+
+    # --- monitoring (live calibration, drift, reports, auto-retrain) ---------------------------
+    monitor_enabled: bool = Field(
+        default=True, description="MONITOR_ENABLED: `ohlcv up` runs the model monitor"
+    )
+    calibration_monitor_interval: float = Field(
+        default=60.0, gt=0, description="CALIBRATION_MONITOR_INTERVAL: seconds between monitor rounds"
+    )
+    calibration_window: int = Field(
+        default=500, ge=10, description="CALIBRATION_WINDOW: realized scores per check"
+    )
+    calibration_min_rows: int = Field(
+        default=100, ge=2, description="CALIBRATION_MIN_ROWS: fewer is 'insufficient'"
+    )
+    calibration_ece_abs_threshold: float = Field(
+        default=0.05, ge=0, description="CALIBRATION_ECE_ABS_THRESHOLD: live - production ECE that breaches"
+    )
+    calibration_ece_rel_threshold: float = Field(
+        default=0.5, ge=0, description="CALIBRATION_ECE_REL_THRESHOLD: (live - production) / production ECE"
+    )
+    calibration_breach_streak: int = Field(
+        default=3,
+        ge=1,
+        description="CALIBRATION_BREACH_STREAK: consecutive breaches that recommend a retrain",
+    )
+    report_interval: float = Field(
+        default=3600.0, gt=0, description="REPORT_INTERVAL: seconds between reports"
+    )
+    report_dir: Path | None = Field(default=None, description="REPORT_DIR (default DATA_DIR/reports)")
+    auto_retrain_enabled: bool = Field(default=False, description="AUTO_RETRAIN_ENABLED")
+    auto_retrain_drift_features: CSV = Field(
+        default_factory=list, description="AUTO_RETRAIN_DRIFT_FEATURES (comma list; empty: every feature)"
+    )
+    auto_retrain_drift_mode: Literal["max_abs", "mean_top3"] = Field(
+        default="max_abs", description="AUTO_RETRAIN_DRIFT_MODE"
+    )
+    auto_retrain_drift_window: int = Field(
+        default=200,
+        ge=10,
+        description="AUTO_RETRAIN_DRIFT_WINDOW: newest complete rows against the training rows",
+    )
+    auto_retrain_cooldown: float = Field(
+        default=3600.0, ge=0, description="AUTO_RETRAIN_COOLDOWN: seconds after a retrain before the next"
+    )
+    auto_retrain_lock_ttl: float = Field(
+        default=3600.0, gt=0, lt=86_400, description="AUTO_RETRAIN_LOCK_TTL: seconds a retrain lock lives"
+    )
     clickhouse_url: str = Field(default="", description="empty: chdb under DATA_DIR")
 
     # --- Binance -------------------------------------------------------------------------
@@ -132,10 +179,22 @@ class Settings(BaseSettings):
     )
     health_max_ingestion_lag_sec: float = Field(default=120.0, gt=0)
 
-    @field_validator("symbols", "intervals", "resample_intervals", mode="before")
+    @field_validator(
+        "symbols", "intervals", "resample_intervals", "auto_retrain_drift_features", mode="before"
+    )
     @classmethod
     def _csv(cls, v: Any) -> Any:
         return _split(v)
+
+    @field_validator("auto_retrain_drift_features")
+    @classmethod
+    def _drift_features(cls, v: list[str]) -> list[str]:
+        from indicators.definitions import FEATURE_NAMES
+
+        unknown = [f for f in v if f not in FEATURE_NAMES]
+        if unknown:
+            raise ValueError(f"unknown features {unknown}; known: {', '.join(FEATURE_NAMES)}")
+        return v
 
     @field_validator("continuity_windows_days", mode="before")
     @classmethod
@@ -229,6 +288,10 @@ class Settings(BaseSettings):
     @property
     def artifact_dir(self) -> Path:
         return self.model_artifact_dir or self.data_dir / "models"
+
+    @property
+    def reports_dir(self) -> Path:
+        return self.report_dir or self.data_dir / "reports"
 
     @property
     def state_dir(self) -> Path:

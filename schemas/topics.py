@@ -8,7 +8,7 @@ JSON Schemas (``ohlcv topics schemas DIR``). Every topic carries explicit ``rete
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
 
@@ -129,7 +129,37 @@ SCORES = TopicSpec(
     "when the feature row is derived again).",
 )
 
-ALL_TOPICS: tuple[TopicSpec, ...] = (RAW_KLINES, CANDLE_EVENTS, DEAD_LETTER, GAP_QUEUE, FEATURES, SCORES)
+
+class LockMessage(BaseModel):
+    """A claim or release of a named lock (``retrain.lock``): the topic's one partition orders
+    every claim, so every reader agrees who holds a lock."""
+
+    op: Literal["claim", "release"]
+    name: str = Field(description="e.g. 'retrain:XRPUSDT:1m'")
+    token: str = Field(description="unique per claim; a release names the claim it ends")
+    owner: str = Field(description="host:pid of the claimant")
+    at: int = Field(description="ms since epoch, the claimant's clock")
+    ttl_ms: int = Field(ge=1, description="a claim not released within ttl_ms of `at` lapses")
+
+
+LOCKS = TopicSpec(
+    name="ohlcv.locks",
+    key="the lock name (UTF-8)",
+    value_schema=LockMessage.model_json_schema(),
+    description="Claims and releases of cross-process locks (one retrain per stream at a time).",
+    partitions=1,
+    retention_ms=DAY_MS,
+)
+
+ALL_TOPICS: tuple[TopicSpec, ...] = (
+    RAW_KLINES,
+    CANDLE_EVENTS,
+    DEAD_LETTER,
+    GAP_QUEUE,
+    FEATURES,
+    SCORES,
+    LOCKS,
+)
 
 
 def topic_by_name(name: str) -> TopicSpec:

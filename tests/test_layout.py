@@ -13,7 +13,22 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-PACKAGES = ("ohlcv", "schemas", "streams", "topologies", "sinks", "api", "fakes", "indicators")
+PACKAGES = (
+    "ohlcv",
+    "schemas",
+    "streams",
+    "topologies",
+    "sinks",
+    "api",
+    "fakes",
+    "indicators",
+    "calibration",
+    "training",
+    "registry",
+    "monitoring",
+    "reports",
+    "retrain",
+)
 #: product modules allowed to import the fakes: the demo composition
 FAKES_USERS = {"ohlcv.demo"}
 

@@ -78,13 +78,14 @@ def train_model(
     parent_model_id: str | None = None,
     thread_count: int = -1,
     progress: Progress | None = None,
+    job_id: str | None = None,
 ) -> Model:
     """Train, evaluate and register one model; returns it (not promoted: see registry.promotion)."""
     from catboost import CatBoostClassifier  # heavy: only in the training job
 
     cfg = config or TrainConfig()
     reg = Registry(client)
-    job_id = uuid.uuid4().hex
+    job_id = job_id or uuid.uuid4().hex
     started = now_ms()
     job = {
         "job_id": job_id,
