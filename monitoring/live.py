@@ -4,8 +4,8 @@ it had on its validation rows at training.
 One check (``check``) of a stream's production model:
 
 - **rows**: the newest ``window`` realized scores of that model (``score_outcomes``) on clean
-  windows (``window_complete`` and no repair in the window); scores on incomplete or repaired
-  windows are measured apart (``flagged``) and never mixed in;
+  windows (``window_complete`` and no repair in the window); the scores on incomplete or
+  repaired windows over the same span are measured apart (``flagged``), never mixed in;
 - the numbers of ``calibration.metrics.quality`` (ECE, MCE, Brier, AUC, reliability bins);
 - ``ece_delta = live ECE - production ECE`` (the model's validation ECE) and
   ``ece_relative = ece_delta / production ECE``;
@@ -114,7 +114,7 @@ def realized(client: Client, model_id: str, symbol: str, interval: str, window: 
         "window_complete AND NOT window_has_repair FROM score_outcomes FINAL "
         "WHERE symbol = {s:String} AND interval = {i:String} AND model_id = {m:String} "
         "ORDER BY open_time DESC LIMIT {n:UInt32}",
-        parameters={"s": symbol, "i": interval, "m": model_id, "n": 4 * window},
+        parameters={"s": symbol, "i": interval, "m": model_id, "n": 2 * window},
     ).result_rows
     return [tuple(r) for r in rows]
 
@@ -133,7 +133,8 @@ def measure(
 ) -> LiveCalibration:
     """The check over realized rows ``(open_time, probability, label, clean)``, newest first."""
     clean = [r for r in rows if r[3]][: cfg.window]
-    flagged = [r for r in rows if not r[3]][: cfg.window]
+    since = clean[-1][0] if clean else None
+    flagged = [r for r in rows if not r[3] and (since is None or r[0] >= since)]
     prod = {k: model.metrics.get(k) for k in ("ece", "mce", "brier", "auc", "rows", "bins")}
 
     def q(rs: list[tuple[Any, ...]]) -> Quality | None:
