@@ -61,8 +61,8 @@ def test_a_repaired_candle_relabels_its_scores(scored: Scored) -> None:
     # a revised close 5 bars later, far to the other side of c0's close (a repair of that candle)
     revised = dataclasses.replace(c5, close=c0.close * (0.5 if lab else 2.0), low=min(c5.low, c0.close * 0.5),
                                   high=max(c5.high, c0.close * 2.0))  # fmt: skip
-    from streams.importers import CandleBlock
     from sinks.clickhouse_bulk import insert_block
+    from streams.importers import CandleBlock
 
     insert_block(scored.ch, CandleBlock.from_candles("XRPUSDT", "1m", [revised]), revision=1, source="rest")
     realize(scored.ch, "XRPUSDT", "1m", horizon=5, dead_zone=0.0, window=100_000)
@@ -114,8 +114,8 @@ def test_live_calibration_matches_sklearn_and_keeps_flagged_scores_apart(scored:
 
 
 def test_the_breach_streak_recommends_a_retrain_after_n_breaches() -> None:
-    model = SimpleNamespace(symbol="XRPUSDT", interval="1m", model_id="m1",
-                            metrics={"ece": 0.02, "mce": 0.05, "brier": 0.25, "auc": 0.55, "rows": 100, "bins": []})  # fmt: skip
+    metrics = {"ece": 0.02, "mce": 0.05, "brier": 0.25, "auc": 0.55, "rows": 100, "bins": []}
+    model = SimpleNamespace(symbol="XRPUSDT", interval="1m", model_id="m1", metrics=metrics)
     cfg = live.LiveConfig(window=200, min_rows=50, ece_abs=0.05, ece_rel=0.5, streak_n=3)
     rng = np.random.default_rng(5)
     bad = [(k, 0.9, int(rng.random() < 0.5), True) for k in range(200)]  # ECE ~0.4: a breach
