@@ -10,6 +10,9 @@
 - Five live minutes are withheld: the topology detects the gap and the gap orchestrator repairs
   it from a local fake Binance REST serving the same sample (there is no internet here); the
   continuity scan also queues the dump's two real exchange outages, which end as exchange_gap.
+- The model monitor runs every 15 s: realized outcomes of the live scores, live calibration,
+  drift against each model's training rows, Evidently reports every minute (``/api/reports``),
+  and auto-retrain decisions (``/api/training/retrain/events``).
 - A status line every few seconds: candles stored, gaps waiting for a repair, exchange gaps
   and repaired ones (effective states: the topology's joined with the orchestrator's), lag of
   the newest event.
@@ -53,6 +56,13 @@ def start_fake_binance_rest(services: Services) -> None:
                 "continuity_queue_missing": True, "continuity_scan_interval_s": 10.0,
                 "continuity_windows_days": windows}
     )  # fmt: skip
+    # the model monitor at demo pace: rounds every 15 s, reports every minute, auto-retrain on
+    # (each unless set in the environment)
+    pace = {"calibration_monitor_interval": 15.0, "calibration_min_rows": 50, "report_interval": 60.0,
+            "auto_retrain_enabled": True}  # fmt: skip
+    stack.settings = stack.settings.model_copy(
+        update={k: v for k, v in pace.items() if k not in stack.settings.model_fields_set}
+    )
     services.stoppers.append(fake.stop)
     print(
         f"binance     fake REST {urls.spot_rest} (serves the bundled sample; gap repairs use it)", flush=True

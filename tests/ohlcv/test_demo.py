@@ -48,7 +48,7 @@ def test_the_demo_serves_the_sample_through_every_stage(tmp_path: Path) -> None:
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith(("KAFKA_", "CLICKHOUSE_", "SYMBOL"))}
     env.update({"DATA_DIR": str(tmp_path / "d"), "API_PORT": str(port), "API_KEY": KEY["X-API-Key"],
-                "DEMO_SPEED": "6000"})  # fmt: skip
+                "DEMO_SPEED": "6000", "CALIBRATION_MONITOR_INTERVAL": "5"})  # fmt: skip
     proc = subprocess.Popen([str(OHLCV), "demo"], env=env, cwd=tmp_path, stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, text=True)  # fmt: skip
     api = f"http://127.0.0.1:{port}"
@@ -107,6 +107,25 @@ def test_the_demo_serves_the_sample_through_every_stage(tmp_path: Path) -> None:
                     before_open_time=split + 101 * 60_000).json()  # fmt: skip
         assert [r["open_time"] for r in hist["rows"]] == [split + k * 60_000 for k in range(1, 101)]
         assert hist["repaired"] >= 50 and hist["incomplete"] == 0, hist
+        # the model monitor: live calibration of the live day's realized scores, both Evidently
+        # reports, and an auto-retrain decision
+        deadline = time.monotonic() + 120
+        while True:
+            live = _get(api, "/api/inference/calibration/live", symbol="XRPUSDT", interval="1m").json()
+            kinds = {r["kind"] for r in _get(api, "/api/reports", symbol="XRPUSDT", interval="1m").json()}
+            decisions = _get(api, "/api/training/retrain/events", symbol="XRPUSDT", interval="1m").json()
+            if (
+                live.get("checks")
+                and live["rows"] >= 500
+                and kinds == {"data_drift", "classification"}
+                and decisions
+            ):
+                break
+            assert proc.poll() is None and time.monotonic() < deadline, (live, kinds, decisions)
+            time.sleep(1)
+        assert live["status"] in ("ok", "breach") and live["live"]["ece"] is not None
+        assert decisions[-1]["decision"] in ("no_trigger", "locked", "kept", "promoted", "failed"), decisions
+        assert decisions[-1]["decision"] != "failed", decisions[-1]
     finally:
         stop_process(proc, signal.SIGINT, 30)
         out = proc.stdout.read() if proc.stdout else ""
