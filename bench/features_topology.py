@@ -22,6 +22,7 @@ import tempfile
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import replace
 from importlib.metadata import version
 from pathlib import Path
@@ -66,6 +67,34 @@ def append_event(cs: list[Candle], seq: int, emitted_at: int) -> bytes:
         "type": "append", "symbol": cs[0].symbol, "interval": cs[0].interval, "seq": seq,
         "emitted_at": emitted_at, "count": len(cs), "candles": [candle_out(c) for c in cs], "late": False,
     })  # fmt: skip
+
+
+def paced_appends(
+    address: str, topic: str, candles: list[Candle], n: int, per_s: float, arrived: Callable[[], int],
+    sent: dict[int, float], errors: list[BaseException],
+) -> None:  # fmt: skip
+    """Single-candle ``append`` events of ``XRPUSDT:1m`` at ``per_s``: 50 warm-up candles first,
+    until ``arrived()`` counts 50 (the Application is assigned and seeded), then ``n`` paced
+    ones, each one's send time in ``sent`` by open time; a failure goes to ``errors``."""
+    try:
+        p = Producer({"bootstrap.servers": address, "linger.ms": 0, "partitioner": "murmur2"})
+        for seq, c in enumerate(candles[:50], 1):
+            p.produce(topic, key="XRPUSDT:1m", value=append_event([c], seq, 0))
+        p.flush(10)
+        deadline = time.monotonic() + 60
+        while arrived() < 50 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        gap = 1 / per_s
+        t = time.perf_counter()
+        for seq, c in enumerate(candles[50 : 50 + n], 51):
+            t += gap
+            time.sleep(max(0.0, t - time.perf_counter()))
+            sent[c.open_time] = time.perf_counter()
+            p.produce(topic, key="XRPUSDT:1m", value=append_event([c], seq, 0))
+            p.poll(0)
+        p.flush(10)
+    except BaseException as exc:
+        errors.append(exc)
 
 
 def config(address: str, topics: dict[str, str], url: str, db: str) -> TopologyConfig:
@@ -144,26 +173,7 @@ def latency(
         c.close()
 
     def produce() -> None:
-        try:
-            p = Producer({"bootstrap.servers": address, "linger.ms": 0, "partitioner": "murmur2"})
-            # warm-up: 50 candles, until their rows arrive (the Application is assigned and seeded)
-            for seq, c in enumerate(candles[:50], 1):
-                p.produce(topics["events"], key="XRPUSDT:1m", value=append_event([c], seq, 0))
-            p.flush(10)
-            deadline = time.monotonic() + 60
-            while len(got) < 50 and time.monotonic() < deadline:
-                time.sleep(0.05)
-            gap = 1 / per_s
-            t = time.perf_counter()
-            for seq, c in enumerate(candles[50 : 50 + n], 51):
-                t += gap
-                time.sleep(max(0.0, t - time.perf_counter()))
-                sent[c.open_time] = time.perf_counter()
-                p.produce(topics["events"], key="XRPUSDT:1m", value=append_event([c], seq, 0))
-                p.poll(0)
-            p.flush(10)
-        except BaseException as exc:
-            errors.append(exc)
+        paced_appends(address, topics["events"], candles, n, per_s, lambda: len(got), sent, errors)
 
     published: dict[int, float] = {}  # when the Application handed each row to its producer
     publish = FeaturePublisher.__call__

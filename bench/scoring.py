@@ -1,5 +1,6 @@
-"""Scoring: rows/s of the scoring topology against CatBoost's own batch predict (the ceiling),
-and the training time of one model.
+"""Scoring and monitoring: rows/s of the scoring topology against CatBoost's own batch predict
+(the ceiling), closed candle -> score latency, training time (the XRP dump and a symbol-year),
+report generation time.
 
 Run: ``.venv/bin/python -m bench.scoring``. Prints one JSON object.
 
@@ -12,6 +13,15 @@ Run: ``.venv/bin/python -m bench.scoring``. Prints one JSON object.
   alone, from its first record to the last one processed (``processed_rows_per_s``) and to
   its last ClickHouse write (``topology_rows_per_s``: includes the wait for the last
   checkpoint, up to one commit interval, 1 s).
+- Latency (the live shape, features step included): single-candle ``append`` events at 200/s
+  into one Application running the features and the scoring dataframes (as ``ohlcv up``); per
+  bar, the score's arrival on ``ohlcv.scores`` at a consumer minus the event's production time,
+  with the feature row's arrival on ``ohlcv.features`` for the split.
+- Reports: realized outcomes of the scored rows, then the Evidently data drift report (5,000
+  reference rows, 200 current) and the classification report (500 realized scores); the first
+  includes importing Evidently.
+- Training a symbol-year: 525,600 1m bars (the XRP dump laid end to end, as in
+  ``bench.features_topology``), their feature rows, the default 300 iterations on two threads.
 """
 
 from __future__ import annotations
@@ -39,6 +49,121 @@ from tests.topologies.pipeline import unique_topics
 from topologies.feature_logic import FeatureStream
 from topologies.runner import TopologyConfig, build_scoring_application, tune_gc
 from training.train import train_model
+
+LAT_N = 2000
+LAT_PER_S = 200
+
+
+def latency(address: str, url: str, db: str, ch: Any) -> dict[str, Any]:
+    """Closed candle event -> feature row -> score, in one Application (features + scoring)."""
+    import threading
+    from dataclasses import replace
+
+    from confluent_kafka import Consumer, TopicPartition
+
+    from bench.api_bench import pct
+    from bench.features_topology import config, paced_appends
+    from ohlcv.infra.broker import EMBEDDED_CONSUMER_CONFIG
+    from schemas.topics import FEATURES, SCORES
+    from topologies.runner import add_scoring, build_features_application
+
+    ch.command("TRUNCATE TABLE feature_snapshots")  # the live stream starts with no stored rows
+    candles = list(xrp_candles())
+    topics = unique_topics(address, f"l{uuid.uuid4().hex[:6]}.")
+    cfg = replace(config(address, topics, url, db), scores_topic=topics["scores"], model_poll_s=1.0)
+    app = build_features_application(cfg)
+    add_scoring(app, cfg)
+    sent: dict[int, float] = {}
+    got: dict[str, dict[int, float]] = {"features": {}, "scores": {}}
+    errors: list[BaseException] = []
+
+    def consume() -> None:
+        c = Consumer({"bootstrap.servers": address, "group.id": f"r-{uuid.uuid4().hex[:6]}",
+                      "enable.auto.commit": False, **EMBEDDED_CONSUMER_CONFIG})  # fmt: skip
+        c.assign([TopicPartition(topics["features"], p, 0) for p in range(FEATURES.partitions)]
+                 + [TopicPartition(topics["scores"], p, 0) for p in range(SCORES.partitions)])  # fmt: skip
+        deadline = time.monotonic() + 120
+        while len(got["scores"]) < LAT_N + 50 and time.monotonic() < deadline:
+            m = c.poll(0.05)
+            if m is not None and m.error() is None:
+                role = "scores" if m.topic() == topics["scores"] else "features"
+                got[role].setdefault(orjson.loads(m.value())["open_time"], time.perf_counter())
+        c.close()
+
+    def produce() -> None:
+        paced_appends(
+            address, topics["events"], candles, LAT_N, LAT_PER_S, lambda: len(got["scores"]), sent, errors
+        )
+
+    threads = [threading.Thread(target=consume, daemon=True), threading.Thread(target=produce, daemon=True)]
+    for th in threads:
+        th.start()
+    app.run(timeout=4)
+    for th in threads:
+        th.join(30)
+    assert not errors, errors
+    ms = sorted((got["scores"][t] - s) * 1000 for t, s in sent.items() if t in got["scores"])
+    assert len(ms) == LAT_N, f"{len(ms)} of {LAT_N} scores arrived"
+    feat = sorted((got["features"][t] - s) * 1000 for t, s in sent.items())
+    step = sorted((got["scores"][t] - got["features"][t]) * 1000 for t in sent)
+    return {"events": LAT_N, "per_s": LAT_PER_S, "p50_ms": round(pct(ms, 0.5), 2),
+            "p99_ms": round(pct(ms, 0.99), 2), "max_ms": round(ms[-1], 2),
+            "to_feature_row_p50_p99_ms": [round(pct(feat, q), 2) for q in (0.5, 0.99)],
+            "feature_row_to_score_p50_p99_ms": [round(pct(step, q), 2) for q in (0.5, 0.99)]}  # fmt: skip
+
+
+def report_times(ch: Any, model_id: str, d: str) -> dict[str, Any]:
+    from monitoring import drift, live
+    from monitoring.outcomes import realize
+    from reports.evidently_reports import classification, data_drift
+    from sinks.clickhouse_bulk import insert_candles
+
+    insert_candles(ch, xrp_candles())
+    t0 = time.perf_counter()
+    r = realize(ch, "XRPUSDT", "1m", horizon=5, dead_zone=0.0, window=N)
+    realize_s = time.perf_counter() - t0
+    model = Registry(ch).model(model_id)
+    t0 = time.perf_counter()
+    ref = drift.reference_rows(ch, model)
+    cur = drift.current_rows(ch, "XRPUSDT", "1m", 200)
+    rows_s = time.perf_counter() - t0
+    out: dict[str, Any] = {"outcomes_labelled": r.labelled, "outcomes_seconds": round(realize_s, 2),
+                           "drift_rows_seconds": round(rows_s, 2)}  # fmt: skip
+    real = [(x[0], x[1], x[2]) for x in live.realized(ch, model_id, "XRPUSDT", "1m", 500) if x[3]][:500]
+    for name in ("first_incl_import", "second"):
+        t0 = time.perf_counter()
+        rep = Path(d) / "reports"
+        a = data_drift(ref, cur, model.feature_names, out_dir=rep, symbol="XRPUSDT", interval="1m",
+                       model_id=model_id)  # fmt: skip
+        t1 = time.perf_counter()
+        b = classification(
+            real, out_dir=Path(d) / "reports", symbol="XRPUSDT", interval="1m", model_id=model_id
+        )
+        t2 = time.perf_counter()
+        out[name] = {"data_drift_s": round(t1 - t0, 2), "classification_s": round(t2 - t1, 2),
+                     "html_mb": [round(a.bytes / 1e6, 1), round(b.bytes / 1e6, 1)]}  # fmt: skip
+    return out
+
+
+def train_year(d: str) -> dict[str, Any]:
+    from bench.features_topology import year_of_candles
+
+    cs = year_of_candles()
+    ch = make_client(f"chdb://{d}/ch", "year")
+    migrate(ch)
+    fs, state = FeatureStream(), PlainState()
+    t0 = time.perf_counter()
+    for at in range(0, len(cs), 5000):
+        rows = fs.apply_many(cs[at : at + 5000], ["new"] * len(cs[at : at + 5000]), state)
+        write_features(ch, [dict(r, event_seq=1, emitted_at=0) for r in rows])
+    feats_s = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    m = train_model(ch, "XRPUSDT", "1m", artifact_dir=Path(d) / "models-year", thread_count=2)
+    secs = time.perf_counter() - t0
+    return {"bars": len(cs), "features_seconds": round(feats_s, 1), "seconds": round(secs, 1),
+            "fit_seconds": round(m.train_seconds, 1), "rows": m.train_rows + m.validation_rows,
+            "validation_auc": round(m.metrics["auc"], 4)}  # fmt: skip
+
 
 N = 60_000
 
@@ -120,6 +245,9 @@ def main() -> None:
             "catboost_single_row_predict_us": round(catboost_row_s * 1e6, 1),
             "share_of_batch_ceiling": round(N / (done[0] - first[0]) / (N / batch_s), 4),
         }  # fmt: skip
+        out["reports"] = report_times(ch, m.model_id, d)
+        out["latency"] = latency(broker.address, url, db, ch)
+        out["training_year"] = train_year(d)
     print(json.dumps(out, indent=1))
 
 

@@ -53,7 +53,7 @@ class MonitorConfig:
     drift_window: int = 200
     drift_threshold: float = 3.0
     report_interval_s: float = 3600.0
-    report_dir: Path = Path("reports")
+    report_dir: Path = Path(".data/reports")
     artifact_dir: Path = Path("models")
     retrain: RetrainConfig = field(default_factory=RetrainConfig)
     thread_count: int = -1

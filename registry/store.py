@@ -132,7 +132,7 @@ def _select(cols: Sequence[str], times: Sequence[str]) -> str:
     return ", ".join(f"toUnixTimestamp64Milli({c})" if c in times else c for c in cols)
 
 
-def _of_stream(symbol: str | None, interval: str | None) -> tuple[str, dict[str, Any]]:
+def of_stream(symbol: str | None, interval: str | None) -> tuple[str, dict[str, Any]]:
     """A WHERE clause (or "") keeping one symbol and/or interval, and its parameters."""
     where, params = [], {}
     if symbol:
@@ -235,7 +235,7 @@ class Registry:
 
     def models(self, symbol: str | None = None, interval: str | None = None) -> list[Model]:
         """Registered models, newest first, optionally of one stream."""
-        cond, params = _of_stream(symbol, interval)
+        cond, params = of_stream(symbol, interval)
         sql = f"SELECT {_select(MODEL_COLUMNS, _TIMES)} FROM model_registry FINAL{cond}"  # noqa: S608 - constants
         sql += " ORDER BY created_at DESC, model_id"
         return [_model(r) for r in self.client.query(sql, parameters=params).result_rows]
@@ -258,7 +258,7 @@ class Registry:
     def events(
         self, symbol: str | None = None, interval: str | None = None, limit: int = 100
     ) -> list[dict[str, Any]]:
-        cond, params = _of_stream(symbol, interval)
+        cond, params = of_stream(symbol, interval)
         params["n"] = limit
         sql = f"SELECT {_select(EVENT_COLUMNS, ('at',))} FROM promotion_events{cond}"  # noqa: S608 - constants
         sql += " ORDER BY at DESC, event_id DESC LIMIT {n:UInt32}"

@@ -24,7 +24,7 @@ from clickhouse_connect.driver.client import Client
 from prometheus_client import Counter
 
 from registry.promotion import PromotionRules, recommend
-from registry.store import Registry, now_ms
+from registry.store import Registry, now_ms, of_stream
 from retrain.lock import Lease
 
 logger = logging.getLogger(__name__)
@@ -103,15 +103,8 @@ def record(client: Client, d: Decision) -> Decision:
 def events(
     client: Client, symbol: str | None = None, interval: str | None = None, limit: int = 50
 ) -> list[dict[str, Any]]:
-    where: list[str] = []
-    params: dict[str, Any] = {"n": limit}
-    if symbol:
-        where.append("symbol = {s:String}")
-        params["s"] = symbol
-    if interval:
-        where.append("interval = {i:String}")
-        params["i"] = interval
-    cond = f" WHERE {' AND '.join(where)}" if where else ""
+    cond, params = of_stream(symbol, interval)
+    params["n"] = limit
     sql = (
         "SELECT event_id, symbol, interval, toUnixTimestamp64Milli(at), trigger, decision, details, job_id "  # noqa: S608
         f"FROM retrain_events{cond} ORDER BY at DESC LIMIT {{n:UInt32}}"
