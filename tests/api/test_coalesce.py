@@ -41,7 +41,8 @@ async def test_a_burst_of_identical_reads_costs_at_most_two_queries() -> None:
 async def test_an_answer_never_comes_from_a_read_that_started_before_the_request() -> None:
     store, reads = Store(), Coalescer()
     early = asyncio.create_task(reads.read("k", store.read, "a"))
-    await asyncio.sleep(0.01)
+    while store.calls == 0:  # the first query has started (a fixed sleep flaked on a loaded machine)
+        await asyncio.sleep(0.001)
     store.version = 1  # a write lands while the first query runs
     late = await reads.read("k", store.read, "a")
     assert (await early, late) == (("a", 0), ("a", 1))
