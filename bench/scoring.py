@@ -2,7 +2,8 @@
 (the ceiling), closed candle -> score latency, training time (the XRP dump and a symbol-year),
 report generation time.
 
-Run: ``.venv/bin/python -m bench.scoring``. Prints one JSON object.
+Run: ``.venv/bin/python -m bench.scoring [throughput] [reports] [latency] [training_year]``
+(all four by default). Prints one JSON object.
 
 - Training: the real XRP 1m dump's feature rows (61,274 bars; the default 300 iterations,
   depth 6, two threads) through ``training.train.train_model`` into chDB.
@@ -168,7 +169,7 @@ def train_year(d: str) -> dict[str, Any]:
 N = 60_000
 
 
-def main() -> None:
+def main(parts: tuple[str, ...] = ("throughput", "reports", "latency", "training_year")) -> None:
     cs = xrp_candles()
     fs, state = FeatureStream(), PlainState()
     rows: list[dict[str, Any]] = []
@@ -189,67 +190,76 @@ def main() -> None:
         }  # fmt: skip
         Registry(ch).promote(m.model_id)
         loaded = load_model(Registry(ch), m.model_id)
-        live = rows[-N:]
-        x = np.array([[np.nan if r[n] is None else r[n] for n in FEATURE_NAMES] for r in live])
-        t0 = time.perf_counter()
-        loaded.model.predict_proba(x)
-        batch_s = time.perf_counter() - t0
-        t0 = time.perf_counter()
-        for r in live[:2000]:
-            loaded.probability(r)
-        per_row_s = (time.perf_counter() - t0) / 2000
-        t0 = time.perf_counter()
-        for r in live[:2000]:
-            loaded.model.predict([[np.nan if r[n] is None else r[n] for n in FEATURE_NAMES]],
-                                 prediction_type="Probability", thread_count=1)  # fmt: skip
-        catboost_row_s = (time.perf_counter() - t0) / 2000
-        topics = unique_topics(broker.address, f"s{uuid.uuid4().hex[:6]}.")
-        p = Producer({"bootstrap.servers": broker.address, "linger.ms": 20})
-        for r in live:
-            p.produce(topics["features"], key="XRPUSDT:1m", value=orjson.dumps(r))
-            p.poll(0)
-        p.flush(60)
-        cfg = TopologyConfig(broker_address=broker.address, clickhouse_url=url, clickhouse_database=db,
-                             consumer_group=f"s-{uuid.uuid4().hex[:6]}", state_dir=Path(d) / "state",
-                             features_topic=topics["features"], scores_topic=topics["scores"])  # fmt: skip
-        app = build_scoring_application(cfg)
-        tune_gc()
-        first: list[float] = []
-        last: list[float] = []
-        done: list[float] = []
+        if "throughput" in parts:
+            live = rows[-N:]
+            x = np.array([[np.nan if r[n] is None else r[n] for n in FEATURE_NAMES] for r in live])
+            t0 = time.perf_counter()
+            loaded.model.predict_proba(x)
+            batch_s = time.perf_counter() - t0
+            t0 = time.perf_counter()
+            for r in live[:2000]:
+                loaded.probability(r)
+            per_row_s = (time.perf_counter() - t0) / 2000
+            t0 = time.perf_counter()
+            for r in live[:2000]:
+                loaded.model.predict([[np.nan if r[n] is None else r[n] for n in FEATURE_NAMES]],
+                                     prediction_type="Probability", thread_count=1)  # fmt: skip
+            catboost_row_s = (time.perf_counter() - t0) / 2000
+            topics = unique_topics(broker.address, f"s{uuid.uuid4().hex[:6]}.")
+            p = Producer({"bootstrap.servers": broker.address, "linger.ms": 20})
+            for r in live:
+                p.produce(topics["features"], key="XRPUSDT:1m", value=orjson.dumps(r))
+                p.poll(0)
+            p.flush(60)
+            cfg = TopologyConfig(
+                broker_address=broker.address, clickhouse_url=url, clickhouse_database=db,
+                consumer_group=f"s-{uuid.uuid4().hex[:6]}", state_dir=Path(d) / "state",
+                features_topic=topics["features"], scores_topic=topics["scores"],
+            )  # fmt: skip
+            app = build_scoring_application(cfg)
+            tune_gc()
+            first: list[float] = []
+            last: list[float] = []
+            done: list[float] = []
 
-        def processed(*a: Any) -> None:
-            done[:] = [time.perf_counter()]
-            if not first:
-                first.append(done[0])
+            def processed(*a: Any) -> None:
+                done[:] = [time.perf_counter()]
+                if not first:
+                    first.append(done[0])
 
-        app._on_message_processed = processed
-        write = ScoreRows.write
+            app._on_message_processed = processed
+            write = ScoreRows.write
 
-        def timed(self: ScoreRows, client: Any) -> None:
-            write(self, client)
-            last[:] = [time.perf_counter()]
+            def timed(self: ScoreRows, client: Any) -> None:
+                write(self, client)
+                last[:] = [time.perf_counter()]
 
-        ScoreRows.write = timed  # type: ignore[method-assign]
-        try:
-            app.run(timeout=5)
-        finally:
-            ScoreRows.write = write  # type: ignore[method-assign]
-        stored = ch.query("SELECT count() FROM model_inference_log FINAL").result_rows[0][0]
-        assert stored == N, f"{stored} of {N} scores stored"
-        out["scoring"] = {
-            "rows": N, "topology_rows_per_s": round(N / (last[0] - first[0])),
-            "processed_rows_per_s": round(N / (done[0] - first[0])),
-            "catboost_batch_rows_per_s": round(N / batch_s), "per_row_predict_us": round(per_row_s * 1e6, 1),
-            "per_row_ceiling_rows_per_s": round(1 / per_row_s),
-            "catboost_single_row_predict_us": round(catboost_row_s * 1e6, 1),
-            "share_of_batch_ceiling": round(N / (done[0] - first[0]) / (N / batch_s), 4),
-        }  # fmt: skip
-        out["reports"] = report_times(ch, m.model_id, d)
-        out["latency"] = latency(broker.address, url, db, ch)
-        out["training_year"] = train_year(d)
+            ScoreRows.write = timed  # type: ignore[method-assign]
+            try:
+                app.run(timeout=5)
+            finally:
+                ScoreRows.write = write  # type: ignore[method-assign]
+            stored = ch.query("SELECT count() FROM model_inference_log FINAL").result_rows[0][0]
+            assert stored == N, f"{stored} of {N} scores stored"
+            out["scoring"] = {
+                "rows": N, "topology_rows_per_s": round(N / (last[0] - first[0])),
+                "processed_rows_per_s": round(N / (done[0] - first[0])),
+                "catboost_batch_rows_per_s": round(N / batch_s),
+                "per_row_predict_us": round(per_row_s * 1e6, 1),
+                "per_row_ceiling_rows_per_s": round(1 / per_row_s),
+                "catboost_single_row_predict_us": round(catboost_row_s * 1e6, 1),
+                "share_of_batch_ceiling": round(N / (done[0] - first[0]) / (N / batch_s), 4),
+            }  # fmt: skip
+        if "reports" in parts:
+            out["reports"] = report_times(ch, m.model_id, d)
+        if "latency" in parts:
+            out["latency"] = latency(broker.address, url, db, ch)
+        if "training_year" in parts:
+            out["training_year"] = train_year(d)
     print(json.dumps(out, indent=1))
 
 
 if __name__ == "__main__":
-    main()
+    import sys
+
+    main(tuple(sys.argv[1:]) or ("throughput", "reports", "latency", "training_year"))
