@@ -126,6 +126,16 @@ def test_the_demo_serves_the_sample_through_every_stage(tmp_path: Path) -> None:
         assert live["status"] in ("ok", "breach") and live["live"]["ece"] is not None
         assert decisions[-1]["decision"] in ("no_trigger", "locked", "kept", "promoted", "failed"), decisions
         assert decisions[-1]["decision"] != "failed", decisions[-1]
+        metrics = httpx.get(f"{api}/metrics", timeout=10).text
+        for name in (
+            "inference_live_ece{",
+            "inference_live_ece_delta{",
+            "calibration_retrain_recommendation{",
+            "auto_retrain_checks_total",
+            "auto_retrain_triggered_total",
+            "inference_scores_total",
+        ):
+            assert name in metrics, name
     finally:
         stop_process(proc, signal.SIGINT, 30)
         out = proc.stdout.read() if proc.stdout else ""
