@@ -135,6 +135,24 @@ class Settings(BaseSettings):
     auto_retrain_lock_ttl: float = Field(
         default=3600.0, gt=0, lt=86_400, description="AUTO_RETRAIN_LOCK_TTL: seconds a retrain lock lives"
     )
+
+    # --- news (RSS/Atom) ----------------------------------------------------------------------
+    news_rss_feeds: CSV = Field(
+        default_factory=list, description="NEWS_RSS_FEEDS: name=url or url, comma list"
+    )
+    news_poll_interval: float = Field(
+        default=90.0, gt=0, description="NEWS_POLL_INTERVAL: seconds between polls"
+    )
+    news_fetch_timeout: float = Field(default=10.0, gt=0, le=300, description="NEWS_FETCH_TIMEOUT: seconds")
+    news_max_feed_bytes: int = Field(
+        default=5_000_000, ge=1000, description="NEWS_MAX_FEED_BYTES: larger is cut off"
+    )
+    news_backoff_base: float = Field(
+        default=30.0, gt=0, description="NEWS_BACKOFF_BASE: first backoff, seconds"
+    )
+    news_backoff_max: float = Field(
+        default=1800.0, gt=0, description="NEWS_BACKOFF_MAX: longest backoff, seconds"
+    )
     clickhouse_url: str = Field(default="", description="empty: chdb under DATA_DIR")
 
     # --- Binance -------------------------------------------------------------------------
@@ -180,7 +198,12 @@ class Settings(BaseSettings):
     health_max_ingestion_lag_sec: float = Field(default=120.0, gt=0)
 
     @field_validator(
-        "symbols", "intervals", "resample_intervals", "auto_retrain_drift_features", mode="before"
+        "symbols",
+        "intervals",
+        "resample_intervals",
+        "auto_retrain_drift_features",
+        "news_rss_feeds",
+        mode="before",
     )
     @classmethod
     def _csv(cls, v: Any) -> Any:
@@ -194,6 +217,14 @@ class Settings(BaseSettings):
         unknown = [f for f in v if f not in FEATURE_NAMES]
         if unknown:
             raise ValueError(f"unknown features {unknown}; known: {', '.join(FEATURE_NAMES)}")
+        return v
+
+    @field_validator("news_rss_feeds")
+    @classmethod
+    def _feeds(cls, v: list[str]) -> list[str]:
+        from streams.rss import parse_feeds
+
+        parse_feeds(v)  # ValueError names the bad entry
         return v
 
     @field_validator("continuity_windows_days", mode="before")

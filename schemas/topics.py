@@ -15,6 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
 from schemas.events import CandleEvent, DeadLetter
 from schemas.features import FeatureRow
 from schemas.klines import MAX_BATCH
+from schemas.news import RawNewsEntry
 from schemas.scores import ScoreRow
 
 DAY_MS = 86_400_000
@@ -151,6 +152,14 @@ LOCKS = TopicSpec(
     retention_ms=DAY_MS,
 )
 
+NEWS_RAW = TopicSpec(
+    name="news.raw",
+    key="the source name (UTF-8)",
+    value_schema=RawNewsEntry.model_json_schema(),
+    description="Every RSS/Atom entry as polled, with its source and poll (streams/rss.py).",
+    partitions=1,
+)
+
 ALL_TOPICS: tuple[TopicSpec, ...] = (
     RAW_KLINES,
     CANDLE_EVENTS,
@@ -159,6 +168,7 @@ ALL_TOPICS: tuple[TopicSpec, ...] = (
     FEATURES,
     SCORES,
     LOCKS,
+    NEWS_RAW,
 )
 
 

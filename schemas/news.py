@@ -1,0 +1,29 @@
+"""News contracts: one RSS/Atom entry as fetched (``news.raw``).
+
+An entry is produced as the feed gave it (feedparser's fields, times as ms since epoch in UTC
+where the feed had a parsable time), with the poll it came from, so the news topology can count
+duplicates per source and poll (the dedup ratio) and nothing is lost before normalization.
+"""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class RawNewsEntry(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    source: str = Field(description="the feed's name in NEWS_RSS_FEEDS")
+    feed_url: str
+    poll_id: str = Field(description="one id per poll of one feed")
+    poll_entries: int = Field(ge=1, description="how many entries that poll produced")
+    fetched_at: int = Field(description="ms since epoch when the poll's response arrived")
+    feed_format: str = Field(description="feedparser's version, e.g. rss20, atom10")
+    guid: str | None = None
+    link: str | None = None
+    title: str | None = None
+    summary: str | None = Field(default=None, description="as in the feed (may hold HTML)")
+    author: str | None = None
+    categories: list[str] = Field(default_factory=list)
+    published_at: int | None = Field(default=None, description="ms since epoch, UTC; None: no parsable date")
+    updated_at: int | None = None
