@@ -153,6 +153,15 @@ class Settings(BaseSettings):
     news_backoff_max: float = Field(
         default=1800.0, gt=0, description="NEWS_BACKOFF_MAX: longest backoff, seconds"
     )
+    news_source_stall_threshold_sec: float = Field(
+        default=900.0, gt=0, description="NEWS_SOURCE_STALL_THRESHOLD_SEC"
+    )
+    news_dedup_min_ratio: float = Field(default=0.15, ge=0, le=1, description="NEWS_DEDUP_MIN_RATIO")
+    news_dedup_ratio_streak: int = Field(default=3, ge=1, description="NEWS_DEDUP_RATIO_STREAK")
+    news_dedup_volatility_window: int = Field(default=10, ge=2, description="NEWS_DEDUP_VOLATILITY_WINDOW")
+    news_dedup_volatility_threshold: float = Field(
+        default=0.25, gt=0, description="NEWS_DEDUP_VOLATILITY_THRESHOLD"
+    )
     clickhouse_url: str = Field(default="", description="empty: chdb under DATA_DIR")
 
     # --- Binance -------------------------------------------------------------------------

@@ -27,3 +27,27 @@ class RawNewsEntry(BaseModel):
     categories: list[str] = Field(default_factory=list)
     published_at: int | None = Field(default=None, description="ms since epoch, UTC; None: no parsable date")
     updated_at: int | None = None
+
+
+class NewsArticle(BaseModel):
+    """One unique story (``news.articles``, ``news_articles``)."""
+
+    article_id: str = Field(description="sha1 of the canonical link (of the title when there is no link)")
+    source: str = Field(description="the feed the story was first seen in")
+    link: str
+    guid: str
+    title: str
+    summary: str = Field(description="plain text")
+    author: str
+    categories: list[str]
+    symbols: list[str] = Field(description="served symbols the story mentions (by asset name or ticker)")
+    published_at: int = Field(description="ms since epoch, UTC")
+    published_estimated: bool = Field(description="the feed gave no date: published_at is the fetch time")
+    fetched_at: int
+    poll_id: str
+    entry_key: str = Field(description="sha1 of the entry's guid, link and title as fetched")
+    link_key: str
+    title_key: str
+    sentiment: float = Field(ge=-1, le=1, description="VADER compound score of title + summary")
+    sentiment_label: str = Field(description="positive (>= 0.05), negative (<= -0.05) or neutral")
+    ingested_at: int

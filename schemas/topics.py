@@ -15,7 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
 from schemas.events import CandleEvent, DeadLetter
 from schemas.features import FeatureRow
 from schemas.klines import MAX_BATCH
-from schemas.news import RawNewsEntry
+from schemas.news import NewsArticle, RawNewsEntry
 from schemas.scores import ScoreRow
 
 DAY_MS = 86_400_000
@@ -160,6 +160,15 @@ NEWS_RAW = TopicSpec(
     partitions=1,
 )
 
+NEWS_ARTICLES = TopicSpec(
+    name="news.articles",
+    key="the article id (UTF-8)",
+    value_schema=NewsArticle.model_json_schema(),
+    description="Each unique story once: deduplicated across polls and sources, normalized, with sentiment.",
+    partitions=1,
+    retention_ms=30 * DAY_MS,
+)
+
 ALL_TOPICS: tuple[TopicSpec, ...] = (
     RAW_KLINES,
     CANDLE_EVENTS,
@@ -169,6 +178,7 @@ ALL_TOPICS: tuple[TopicSpec, ...] = (
     SCORES,
     LOCKS,
     NEWS_RAW,
+    NEWS_ARTICLES,
 )
 
 

@@ -27,6 +27,7 @@ from __future__ import annotations
 import calendar
 import email.utils
 import logging
+import re
 import time
 import uuid
 from collections.abc import Callable, Sequence
@@ -45,6 +46,7 @@ FETCHES = Counter("news_fetch_total", "Feed polls", ["source", "outcome"])
 ENTRIES = Counter("news_entries_total", "Entries produced or refused", ["source", "outcome"])
 FETCH_SECONDS = Histogram("news_fetch_seconds", "Feed fetch time", ["source"])
 
+_EMPTY_ALTERNATES = re.compile(rb"<(dc:description|content:encoded)\s*/>")
 USER_AGENT = "ohlcv-platform-news/0.1 (+https://github.com/)"
 
 
@@ -195,6 +197,9 @@ class RssPoller:
     ) -> tuple[list[RawNewsEntry], list[Refused], str]:
         import feedparser  # its import is slow-ish; only the news source needs it
 
+        # an empty <dc:description/> or <content:encoded/> (CoinDesk's feed has both) would
+        # replace the item's <description> as feedparser's summary: they carry nothing, drop them
+        body = _EMPTY_ALTERNATES.sub(b"", body)
         parsed = feedparser.parse(body, response_headers={k.lower(): v for k, v in headers.items()})
         version = parsed.get("version") or ""
         good: list[dict[str, Any]] = []

@@ -28,6 +28,7 @@ PACKAGES = (
     "monitoring",
     "reports",
     "retrain",
+    "news",
 )
 #: product modules allowed to import the fakes: the demo composition
 FAKES_USERS = {"ohlcv.demo"}

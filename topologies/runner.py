@@ -23,9 +23,19 @@ from ohlcv.infra.clickhouse import make_client
 from ohlcv.settings import Settings
 from registry.loader import ProductionModels
 from registry.store import Registry
-from schemas.topics import CANDLE_EVENTS, DEAD_LETTER, FEATURES, RAW_KLINES, SCORES, TopicSpec
+from schemas.topics import (
+    CANDLE_EVENTS,
+    DEAD_LETTER,
+    FEATURES,
+    NEWS_ARTICLES,
+    NEWS_RAW,
+    RAW_KLINES,
+    SCORES,
+    TopicSpec,
+)  # fmt: skip
 from sinks.clickhouse import ClickHouseCandleSink
 from sinks.features import ClickHouseFeatureSink
+from sinks.news import ClickHouseNewsSink
 from sinks.scores import ClickHouseScoreSink
 from topologies.candle_logic import CandleStateMachine
 from topologies.candles import build_candles
@@ -70,6 +80,11 @@ class TopologyConfig:
     inference_prob_threshold: float = 0.5
     #: how often a scorer reads which model is production (a promotion reaches it this fast)
     model_poll_s: float = 5.0
+    #: also run the news topology (``ohlcv up`` with NEWS_RSS_FEEDS); production: ``ohlcv run news``
+    news: bool = False
+    news_raw_topic: str = NEWS_RAW.name
+    news_articles_topic: str = NEWS_ARTICLES.name
+    symbols: tuple[str, ...] = ()
 
     @classmethod
     def from_settings(cls, settings: Settings, broker_address: str) -> TopologyConfig:
@@ -85,6 +100,8 @@ class TopologyConfig:
             scoring=settings.scoring_enabled,
             inference_prob_threshold=settings.inference_prob_threshold,
             model_poll_s=settings.model_poll_interval,
+            news=bool(settings.news_rss_feeds),
+            symbols=tuple(settings.symbols),
         )
 
 
@@ -156,6 +173,37 @@ def add_scoring(app: Application, cfg: TopologyConfig) -> None:
                   scores_topic=scores, sink=sink)  # fmt: skip
 
 
+def add_news(app: Application, cfg: TopologyConfig) -> None:
+    """The news dataframe on ``news.raw`` (``topologies.news``), its dedup memory seeded from
+    the stored articles of the last 30 days."""
+    from topologies.news import build_news
+    from topologies.news_logic import NewsDedup, Sentiment, asset_patterns
+
+    raw = app.topic(cfg.news_raw_topic, key_deserializer="str", value_deserializer="json",
+                    config=_topic_config(NEWS_RAW))  # fmt: skip
+    articles = app.topic(cfg.news_articles_topic, key_serializer="bytes", value_serializer="bytes",
+                         config=_topic_config(NEWS_ARTICLES))  # fmt: skip
+    dedup = NewsDedup()
+    dedup.seed(
+        make_client(cfg.clickhouse_url, cfg.clickhouse_database)
+        .query(
+            "SELECT link_key, title_key, source, poll_id, entry_key FROM news_articles FINAL "
+            "WHERE fetched_at > now() - INTERVAL 30 DAY ORDER BY fetched_at"
+        )
+        .result_rows
+    )
+    sink = ClickHouseNewsSink(cfg.clickhouse_url, cfg.clickhouse_database)
+    build_news(app.dataframe(raw), dedup=dedup, sentiment=Sentiment(), assets=asset_patterns(cfg.symbols),
+               articles_topic=articles, sink=sink)  # fmt: skip
+
+
+def build_news_application(cfg: TopologyConfig) -> Application:
+    """The news topology alone (``ohlcv run news``), in its own consumer group."""
+    app = make_application(cfg)
+    add_news(app, cfg)
+    return app
+
+
 def build_application(cfg: TopologyConfig) -> Application:
     """The Application with the candle dataframe wired (resampler when configured; the
     features dataframe too with ``cfg.features``).
@@ -183,6 +231,8 @@ def build_application(cfg: TopologyConfig) -> Application:
         add_features(app, cfg, events)
     if cfg.scoring:
         add_scoring(app, cfg)
+    if cfg.news:
+        add_news(app, cfg)
     return app
 
 
