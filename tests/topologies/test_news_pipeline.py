@@ -36,9 +36,16 @@ def _topics(broker: str, prefix: str) -> dict[str, str]:
 
 
 def _run(broker: str, ch_url: str, ch_db: str, topics: dict[str, str], group: str, state: Path) -> None:
-    cfg = TopologyConfig(broker_address=broker, clickhouse_url=ch_url, clickhouse_database=ch_db, consumer_group=group,
-                         state_dir=state, news_raw_topic=topics["raw"], news_articles_topic=topics["articles"],
-                         symbols=("XRPUSDT", "BTCUSDT"))  # fmt: skip
+    cfg = TopologyConfig(
+        broker_address=broker,
+        clickhouse_url=ch_url,
+        clickhouse_database=ch_db,
+        consumer_group=group,
+        state_dir=state,
+        news_raw_topic=topics["raw"],
+        news_articles_topic=topics["articles"],
+        symbols=("XRPUSDT", "BTCUSDT"),
+    )
     build_news_application(cfg).run(timeout=4)
 
 
@@ -60,8 +67,12 @@ def test_dedup_across_polls_sources_restart_and_replay(
     topics = _topics(broker, f"t{uuid.uuid4().hex[:6]}.")
     p = Producer({"bootstrap.servers": broker})
     with FakeFeeds() as feeds:
-        poller = RssPoller([Feed("coindesk", feeds.set("/c.xml", coindesk())),
-                            Feed("mirror", feeds.set("/m.xml", mirrored(coindesk())))])  # fmt: skip
+        poller = RssPoller(
+            [
+                Feed("coindesk", feeds.set("/c.xml", coindesk())),
+                Feed("mirror", feeds.set("/m.xml", mirrored(coindesk()))),
+            ]
+        )
         first = poll_once(poller, p, ch, topic=topics["raw"], dead_topic=topics["dead"])
         assert [len(r.entries) for r in first] == [3, 3]
         _run(broker, ch_url, ch_db, topics, "news-a", tmp_path / "s1")
