@@ -141,6 +141,28 @@ def run_monitor(metrics_port: MetricsPort = 9100) -> None:
     main(settings)
 
 
+@run_app.command("news")
+def run_news(metrics_port: MetricsPort = 9100) -> None:
+    """Run the news poller (NEWS_RSS_FEEDS every NEWS_POLL_INTERVAL s, onto news.raw) and the
+    news topology (dedup, sentiment, news_articles, news.articles)."""
+    settings = production_settings("run news")
+    if not settings.news_rss_feeds:
+        raise OhlcvError("NEWS_RSS_FEEDS is empty: give the feeds to poll (name=url, comma-separated)")
+    _setup_logging()
+    _serve_metrics(metrics_port)
+    from ohlcv.infra.clickhouse import make_client
+    from streams.news_poller import NewsPollerThread, poller_from_settings
+    from topologies.runner import news_main
+
+    poller = NewsPollerThread(poller_from_settings(settings), settings.kafka_broker_address,
+                              make_client(settings.clickhouse_dsn), settings.news_poll_interval)  # fmt: skip
+    poller.start()
+    try:
+        news_main(settings)
+    finally:
+        poller.stop()
+
+
 @run_app.command("ingest")
 def run_ingest(metrics_port: MetricsPort = 9100) -> None:
     """Run the Binance sources (websocket, REST repair) that produce raw klines."""

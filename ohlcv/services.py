@@ -211,6 +211,22 @@ def _start_monitor(services: Services) -> None:
     services.stoppers.append(t.stop)
 
 
+def _start_news(services: Services) -> None:
+    """The news poller (a thread) when feeds are configured; the news dataframe runs in the
+    topologies' Application (``TopologyConfig.news``)."""
+    settings = services.stack.settings
+    if not settings.news_rss_feeds:
+        return
+    from ohlcv.infra.clickhouse import make_client
+    from streams.news_poller import NewsPollerThread, poller_from_settings
+
+    t = NewsPollerThread(poller_from_settings(settings), services.stack.broker_address,
+                         make_client(settings.clickhouse_dsn), settings.news_poll_interval)  # fmt: skip
+    t.start()
+    services.threads.append(t)
+    services.stoppers.append(t.stop)
+
+
 @dataclass(frozen=True)
 class Extension:
     """More services on top of the stack's: ``prepare`` runs before the stack's services start
@@ -232,6 +248,7 @@ def start_services(
         _start_topologies(services)
         _start_continuity(services)
         _start_monitor(services)
+        _start_news(services)
         for extension in extensions:
             extension.start(services, stop)
         yield services

@@ -253,7 +253,7 @@ def build_scoring_application(cfg: TopologyConfig) -> Application:
 def main(settings: Settings, broker_address: str | None = None) -> None:
     """``ohlcv run candles``: run the candle topologies until SIGINT/SIGTERM."""
     address = broker_address or settings.kafka_broker_address
-    cfg = replace(TopologyConfig.from_settings(settings, address), features=False, scoring=False)
+    cfg = replace(TopologyConfig.from_settings(settings, address), features=False, scoring=False, news=False)
     app = build_application(cfg)
     tune_gc()
     app.run()
@@ -267,6 +267,13 @@ def features_main(settings: Settings, broker_address: str | None = None) -> None
     app = build_features_application(cfg)
     tune_gc()
     app.run()
+
+
+def news_main(settings: Settings, broker_address: str | None = None) -> None:
+    """The news topology until SIGINT/SIGTERM (``ohlcv run news`` starts the poller beside it)."""
+    address = broker_address or settings.kafka_broker_address
+    cfg = replace(TopologyConfig.from_settings(settings, address), consumer_group="ohlcv-news")
+    build_news_application(cfg).run()
 
 
 def scoring_main(settings: Settings, broker_address: str | None = None) -> None:

@@ -1,0 +1,200 @@
+"""News routes (API key), names from the original system: ``/api/news/recent`` (a delta by
+``since_ts``), ``/search``, ``/article/{id}``, ``/sources`` (health), ``/summary``,
+``POST /api/news/fetch/manual``. Reads ``news_articles``, ``news_entries`` and ``news_polls``."""
+
+from __future__ import annotations
+
+import math
+from typing import Annotated, Any
+
+from fastapi import APIRouter, HTTPException, Path, Query, Request
+
+from api.deps import ApiKeyDep, SettingsDep
+from api.errors import StoreUnavailableError
+from api.routes.models import ERRORS, PoolDep
+from schemas.news import NewsArticle
+
+router = APIRouter(tags=["news"], dependencies=[ApiKeyDep], responses=ERRORS)
+_TIMES = ("published_at", "fetched_at", "ingested_at")
+_COLS = tuple(NewsArticle.model_fields)
+# times as ms under another name: an alias named like its column would shadow it in WHERE
+_SELECT = ", ".join(f"toUnixTimestamp64Milli({c}) AS {c}_ms" if c in _TIMES else c for c in _COLS)
+_SHORT = (
+    "article_id",
+    "source",
+    "title",
+    "link",
+    "published_at",
+    "sentiment",
+    "sentiment_label",
+    "symbols",
+    "ingested_at",
+)
+
+
+def _rows(pool: Any, sql: str, params: dict[str, Any]) -> list[dict[str, Any]]:
+    with pool.client() as client:
+        try:
+            res = client.query(sql, parameters=params)
+        except Exception as exc:
+            raise StoreUnavailableError(f"news read failed: {exc}") from exc
+    names = [n[:-3] if n.endswith("_ms") and n[:-3] in _TIMES else n for n in res.column_names]
+    return [dict(zip(names, r, strict=True)) for r in res.result_rows]
+
+
+def _short(rows: list[dict[str, Any]], summary_only: bool) -> list[dict[str, Any]]:
+    return [{k: r[k] for k in _SHORT} for r in rows] if summary_only else rows
+
+
+@router.get("/api/news/recent")
+def recent(
+    pool: PoolDep,
+    since_ts: Annotated[
+        int | None, Query(ge=0, description="ms: only stories stored after it (a delta)")
+    ] = None,
+    limit: Annotated[int, Query(ge=1, le=500)] = 50,
+    summary_only: bool = False,
+) -> dict[str, Any]:
+    """Without ``since_ts``: the newest ``limit`` stories by publication time. With it: the stories
+    stored after it, oldest first, and ``next_since_ts`` to ask for the next delta (unchanged
+    when nothing is new)."""
+    if since_ts is None:
+        sql = (
+            f"SELECT {_SELECT} FROM news_articles FINAL "  # noqa: S608
+            "ORDER BY published_at DESC, article_id LIMIT {n:UInt32}"
+        )
+        rows = _rows(pool, sql, {"n": limit})
+        nxt = max((r["ingested_at"] for r in rows), default=None)
+    else:
+        sql = (
+            f"SELECT {_SELECT} FROM news_articles FINAL "  # noqa: S608
+            "WHERE ingested_at > fromUnixTimestamp64Milli({t:Int64}) "
+            "ORDER BY ingested_at, article_id LIMIT {n:UInt32}"
+        )
+        rows = _rows(pool, sql, {"t": since_ts, "n": limit})
+        nxt = rows[-1]["ingested_at"] if rows else since_ts
+    return {"articles": _short(rows, summary_only), "count": len(rows), "next_since_ts": nxt}
+
+
+@router.get("/api/news/search")
+def search(
+    pool: PoolDep,
+    q: Annotated[
+        str, Query(max_length=200, description="at least 2 characters; title or summary contains it")
+    ],
+    days: Annotated[int, Query(ge=1, le=3650)] = 30,
+    limit: Annotated[int, Query(ge=1, le=500)] = 50,
+    offset: Annotated[int, Query(ge=0, le=100_000)] = 0,
+    summary_only: bool = False,
+) -> dict[str, Any]:
+    """Stories whose title or summary contains ``q`` (case-insensitive), published in the last
+    ``days`` days, newest first."""
+    term = q.strip()
+    if len(term) < 2:
+        raise HTTPException(400, "q: give at least 2 characters to search for")
+    like = "%" + term.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+    where = (
+        "(title ILIKE {q:String} OR summary ILIKE {q:String}) "
+        "AND published_at >= now64(3) - toIntervalDay({d:UInt32})"
+    )
+    params = {"q": like, "d": days, "n": limit, "o": offset}
+    rows = _rows(
+        pool,
+        f"SELECT {_SELECT} FROM news_articles FINAL WHERE {where} "  # noqa: S608
+        "ORDER BY published_at DESC, article_id LIMIT {n:UInt32} OFFSET {o:UInt32}",
+        params,
+    )
+    total = _rows(pool, f"SELECT count() AS n FROM news_articles FINAL WHERE {where}", params)[0]["n"]  # noqa: S608
+    return {
+        "q": term,
+        "days": days,
+        "total": int(total),
+        "offset": offset,
+        "articles": _short(rows, summary_only),
+    }
+
+
+@router.get("/api/news/article/{article_id}")
+def article(article_id: Annotated[str, Path(max_length=64)], pool: PoolDep) -> dict[str, Any]:
+    rows = _rows(
+        pool,
+        f"SELECT {_SELECT} FROM news_articles FINAL WHERE article_id = {{a:String}}",  # noqa: S608
+        {"a": article_id},
+    )
+    if not rows:
+        raise HTTPException(404, f"unknown article {article_id!r}")
+    return rows[0]
+
+
+@router.get("/api/news/sources")
+def sources(pool: PoolDep, settings: SettingsDep, include_history: bool = False) -> list[dict[str, Any]]:
+    """Each source's health: last poll and error, error streak, backoff left, fetch latency, dedup
+    ratio (last, average, volatility), low-ratio streak, last unique article, stalled, anomalies,
+    a 0..1 score; ``include_history`` adds its last polls."""
+    from news.store import config_from_settings, export_gauges, source_healths
+
+    with pool.client() as client:
+        try:
+            hs = source_healths(client, config_from_settings(settings), include_history=include_history)
+        except Exception as exc:
+            raise StoreUnavailableError(f"news read failed: {exc}") from exc
+    export_gauges(hs)
+    return [h.as_dict() for h in hs]
+
+
+@router.get("/api/news/summary")
+def summary(pool: PoolDep, window_minutes: Annotated[int, Query(ge=1, le=525_600)] = 60) -> dict[str, Any]:
+    """Stories stored in the last ``window_minutes``: how many, per source, and their sentiment."""
+    p = {"m": window_minutes}
+    cond = "ingested_at >= now64(3) - toIntervalMinute({m:UInt32})"
+    sql = (
+        "SELECT count() AS total, avg(sentiment) AS avg, stddevSamp(sentiment) AS std, "  # noqa: S608
+        "countIf(sentiment_label = 'positive') AS positive, "
+        "countIf(sentiment_label = 'negative') AS negative, "
+        f"countIf(sentiment_label = 'neutral') AS neutral FROM news_articles FINAL WHERE {cond}"
+    )
+    (tot,) = _rows(pool, sql, p)
+    by = _rows(
+        pool,
+        f"SELECT source, count() AS n FROM news_articles FINAL WHERE {cond} GROUP BY source "  # noqa: S608
+        "ORDER BY n DESC, source",
+        p,
+    )
+    clean = {k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in tot.items()}
+    return {"window_minutes": window_minutes, **clean, "by_source": {r["source"]: int(r["n"]) for r in by}}
+
+
+@router.post("/api/news/fetch/manual")
+def fetch_manual(request: Request, settings: SettingsDep) -> dict[str, Any]:
+    """Poll every configured feed now (without waiting for NEWS_POLL_INTERVAL) and put the
+    entries on news.raw; the news topology stores what is new. 409 when no feed is configured."""
+    if not settings.news_rss_feeds:
+        raise HTTPException(409, "no feed configured: set NEWS_RSS_FEEDS (name=url, comma-separated)")
+    from confluent_kafka import Producer
+
+    from streams.news_poller import poll_once, poller_from_settings
+
+    poller = poller_from_settings(settings)
+    producer = Producer({"bootstrap.servers": request.app.state.broker_address})
+    queries = getattr(request.app.state, "queries", None)
+    try:
+        if queries is None:
+            results = poll_once(poller, producer, None)
+        else:
+            with queries.pool.client() as client:
+                results = poll_once(poller, producer, client)
+    finally:
+        poller.close()
+    return {
+        "polled": [
+            {
+                "source": r.feed.name,
+                "status": r.status,
+                "http_status": r.http_status,
+                "entries": len(r.entries),
+                "refused": len(r.refused),
+                "error": r.error,
+            }
+            for r in results
+        ]
+    }
