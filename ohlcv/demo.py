@@ -13,6 +13,9 @@
 - The model monitor runs every 15 s: realized outcomes of the live scores, live calibration,
   drift against each model's training rows, Evidently reports every minute (``/api/reports``),
   and auto-retrain decisions (``/api/training/retrain/events``).
+- News: the poller reads a local feed host (the real CoinDesk feed and a mirror of it; a new
+  story every 30 s) every 10 s; the news topology dedups, scores sentiment and stores the
+  stories (``/api/news/*``).
 - A status line every few seconds: candles stored, gaps waiting for a repair, exchange gaps
   and repaired ones (effective states: the topology's joined with the orchestrator's), lag of
   the newest event.
@@ -64,9 +67,39 @@ def start_fake_binance_rest(services: Services) -> None:
         update={k: v for k, v in pace.items() if k not in stack.settings.model_fields_set}
     )
     services.stoppers.append(fake.stop)
+    _fake_news(services)
     print(
         f"binance     fake REST {urls.spot_rest} (serves the bundled sample; gap repairs use it)", flush=True
     )
+
+
+def _fake_news(services: Services) -> None:
+    """No internet: the news poller reads a local feed host serving the real CoinDesk feed and a
+    second source carrying the same stories; a new story appears every 30 s."""
+    from fakes.rss import FakeFeeds, coindesk, mirrored, with_new_items
+
+    stack = services.stack
+    if "news_rss_feeds" in stack.settings.model_fields_set:
+        return  # the user's feeds
+    feeds = FakeFeeds().start()
+    urls = [f"coindesk={feeds.set('/coindesk.xml', coindesk())}",
+            f"mirror={feeds.set('/mirror.xml', mirrored(coindesk()))}"]  # fmt: skip
+    stack.settings = stack.settings.model_copy(update={"news_rss_feeds": urls, "news_poll_interval": 10.0})
+    done = threading.Event()
+
+    def _new_stories() -> None:
+        k = 0
+        while not done.wait(30.0):
+            k += 1
+            feeds.set("/coindesk.xml", with_new_items(coindesk(), k))
+
+    threading.Thread(target=_new_stories, name="demo-news", daemon=True).start()
+    def _stop() -> None:
+        done.set()
+        feeds.stop()
+
+    services.stoppers.append(_stop)
+    print(f"news        fake feeds {feeds.url('/')} (the real CoinDesk feed and a mirror)", flush=True)
 
 
 def start_demo(services: Services, stop: threading.Event) -> None:

@@ -126,6 +126,17 @@ def test_the_demo_serves_the_sample_through_every_stage(tmp_path: Path) -> None:
         assert live["status"] in ("ok", "breach") and live["live"]["ece"] is not None
         assert decisions[-1]["decision"] in ("no_trigger", "locked", "kept", "promoted", "failed"), decisions
         assert decisions[-1]["decision"] != "failed", decisions[-1]
+        # news: the fake feeds' stories, deduplicated across the two sources
+        deadline = time.monotonic() + 60
+        while True:
+            news = _get(api, "/api/news/recent").json()
+            if news.get("count", 0) >= 3:
+                break
+            assert time.monotonic() < deadline, news
+            time.sleep(1)
+        assert {a["source"] for a in news["articles"]} == {"coindesk"}
+        sources = {x["source"]: x for x in _get(api, "/api/news/sources").json()}
+        assert set(sources) == {"coindesk", "mirror"} and sources["mirror"]["dedup_last_ratio"] == 0.0
         metrics = httpx.get(f"{api}/metrics", timeout=10).text
         for name in (
             "inference_live_ece{",
