@@ -42,6 +42,18 @@ from topologies.runner import TopologyConfig, build_news_application
 N = 3000
 
 
+def news_topics(address: str, tag: str) -> dict[str, str]:
+    """Fresh news.raw / news.articles / dead-letter topics of one run."""
+    prefix = f"{tag}{uuid.uuid4().hex[:6]}."
+    topics = {
+        "raw": prefix + NEWS_RAW.name,
+        "articles": prefix + NEWS_ARTICLES.name,
+        "dead": prefix + DEAD_LETTER.name,
+    }
+    ensure_topics(address, tuple(TopicSpec(n, "", {}, "", partitions=1) for n in topics.values()))
+    return topics
+
+
 def main() -> None:
     import feedparser
 
@@ -70,13 +82,7 @@ def main() -> None:
         ch.command("TRUNCATE TABLE news_articles")
         ch.command("TRUNCATE TABLE news_entries")
 
-        prefix = f"b{uuid.uuid4().hex[:6]}."
-        topics = {
-            "raw": prefix + NEWS_RAW.name,
-            "articles": prefix + NEWS_ARTICLES.name,
-            "dead": prefix + DEAD_LETTER.name,
-        }
-        ensure_topics(broker.address, tuple(TopicSpec(n, "", {}, "", partitions=1) for n in topics.values()))
+        topics = news_topics(broker.address, "b")
         p = Producer({"bootstrap.servers": broker.address, "linger.ms": 5})
         publish(p, result, topic=topics["raw"], dead_topic=topics["dead"])
         p.flush(30)
@@ -118,13 +124,7 @@ def main() -> None:
 def latency(address: str, url: str, db: str, d: str, feeds: FakeFeeds, n: int = 40) -> dict[str, Any]:
     ch = make_client(url, db)
     ch.command("TRUNCATE TABLE news_articles")
-    prefix = f"l{uuid.uuid4().hex[:6]}."
-    topics = {
-        "raw": prefix + NEWS_RAW.name,
-        "articles": prefix + NEWS_ARTICLES.name,
-        "dead": prefix + DEAD_LETTER.name,
-    }
-    ensure_topics(address, tuple(TopicSpec(x, "", {}, "", partitions=1) for x in topics.values()))
+    topics = news_topics(address, "l")
     cfg = TopologyConfig(
         broker_address=address,
         clickhouse_url=url,
