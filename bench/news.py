@@ -4,7 +4,7 @@ rate of the same feed (the ceiling), and poll -> stored latency.
 Run: ``.venv/bin/python -m bench.news``. Prints one JSON object.
 
 - The feed: the real CoinDesk feed with 3,000 stories derived from its first one
-  (``fakes.rss.with_new_items``: new titles, links and guids), ~1.9 MB.
+  (``fakes.rss.with_new_items``: new titles, links and guids), 3.5 MB.
 - Ceiling: ``feedparser.parse`` of that body, stories/s.
 - Step alone: ``topologies.news_logic.process`` (keys, dedup, plain text, VADER, tags) over the
   parsed entries, then their ``news_entries``/``news_articles`` insert into chDB.
