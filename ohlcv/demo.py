@@ -94,6 +94,7 @@ def _fake_news(services: Services) -> None:
             feeds.set("/coindesk.xml", with_new_items(coindesk(), k))
 
     threading.Thread(target=_new_stories, name="demo-news", daemon=True).start()
+
     def _stop() -> None:
         done.set()
         feeds.stop()
