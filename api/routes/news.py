@@ -164,6 +164,47 @@ def summary(pool: PoolDep, window_minutes: Annotated[int, Query(ge=1, le=525_600
     return {"window_minutes": window_minutes, **clean, "by_source": {r["source"]: int(r["n"]) for r in by}}
 
 
+@router.get("/api/news/debug")
+def debug(pool: PoolDep, settings: SettingsDep, verbose: bool = False) -> dict[str, Any]:
+    """The operator's first look (the original's checklist): configured sources, poll rounds,
+    stories stored; ``verbose`` adds each feed's last error, its time, the error streak and the
+    last fetch latency."""
+    from streams.rss import parse_feeds
+
+    (counts,) = _rows(
+        pool,
+        "SELECT (SELECT count() FROM news_polls) AS fetch_runs, "
+        "(SELECT count() FROM news_articles FINAL) AS articles_ingested, "
+        "(SELECT count() FROM news_entries FINAL) AS entries_seen",
+        {},
+    )
+    out: dict[str, Any] = {
+        "sources": [f.name for f in parse_feeds(settings.news_rss_feeds)],
+        "poll_interval_s": settings.news_poll_interval,
+        **{k: int(v) for k, v in counts.items()},
+    }
+    if verbose:
+        rows = _rows(
+            pool,
+            "SELECT source, argMax(status, at) AS last_status, "
+            "toUnixTimestamp64Milli(max(at)) AS last_poll_at, argMax(error_streak, at) AS error_streak, "
+            "argMax(latency_ms, at) AS last_fetch_latency, "
+            "argMaxIf(error, at, error != '') AS last_error, "
+            "toUnixTimestamp64Milli(maxIf(at, error != '')) AS last_error_ts "
+            "FROM news_polls GROUP BY source ORDER BY source",
+            {},
+        )
+        out["verbose"] = {
+            r.pop("source"): {
+                **r,
+                "last_error": r["last_error"] or None,
+                "last_error_ts": r["last_error_ts"] or None,
+            }
+            for r in rows
+        }
+    return out
+
+
 @router.post("/api/news/fetch/manual")
 def fetch_manual(request: Request, settings: SettingsDep) -> dict[str, Any]:
     """Poll every configured feed now (without waiting for NEWS_POLL_INTERVAL) and put the

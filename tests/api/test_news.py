@@ -97,4 +97,14 @@ def test_recent_delta_search_article_sources_summary_and_manual_fetch(news_api: 
         ("coindesk", "ok", 4),
         ("mirror", "ok", 3),
     ]
+    dbg = api.get("/api/news/debug", params={"verbose": True}, headers=AUTH).json()
+    assert (
+        dbg["sources"] == ["coindesk", "mirror"] and dbg["fetch_runs"] == 6
+    )  # 3 rounds (one manual) x 2 feeds
+    # judged entries: 3 + 3, then coindesk's 4 (the mirror answered 304); the manual fetch's went
+    # to news.raw, which no topology reads in this test
+    assert dbg["articles_ingested"] == 4 and dbg["entries_seen"] == 10
+    assert (
+        dbg["verbose"]["coindesk"]["last_status"] == "ok" and dbg["verbose"]["coindesk"]["last_error"] is None
+    )
     assert api.get("/api/news/recent", headers={}).status_code == 401
