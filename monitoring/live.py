@@ -31,7 +31,7 @@ from clickhouse_connect.driver.client import Client
 from prometheus_client import Gauge
 
 from calibration.metrics import Quality, quality
-from registry.store import Model, Registry, now_ms
+from registry.store import Model, Registry, ms_select, now_ms
 
 LIVE_ECE = Gauge(
     "inference_live_ece", "ECE of the newest realized scores (clean windows)", ["symbol", "interval"]
@@ -222,8 +222,7 @@ def check(client: Client, model: Model, cfg: LiveConfig) -> LiveCalibration:
 
 
 def checks(client: Client, symbol: str, interval: str, limit: int = 50) -> list[dict[str, Any]]:
-    times = ("at", "window_from", "window_to")
-    cols = ", ".join(f"toUnixTimestamp64Milli({c})" if c in times else c for c in CHECK_COLUMNS)
+    cols = ms_select(CHECK_COLUMNS, ("at", "window_from", "window_to"))
     rows = client.query(
         f"SELECT {cols} FROM calibration_checks WHERE symbol = {{s:String}} AND interval = {{i:String}} "  # noqa: S608
         "ORDER BY at DESC LIMIT {n:UInt32}",

@@ -84,11 +84,7 @@ class MonitorConfig:
                 enabled=s.auto_retrain_enabled,
                 cooldown_s=s.auto_retrain_cooldown,
                 lock_ttl_s=s.auto_retrain_lock_ttl,
-                rules=PromotionRules(
-                    s.auto_promote_min_auc_improve,
-                    s.auto_promote_max_brier_degrade,
-                    s.auto_promote_max_ece_degrade,
-                ),
+                rules=PromotionRules.from_settings(s),
             ),
         )
 

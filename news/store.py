@@ -33,7 +33,10 @@ def source_healths(
         "countIf(e.entry_key != '' AND NOT e.duplicate), p.error, "
         "p.error_streak, p.retry_in_s, p.latency_ms, p.http_status FROM "
         "(SELECT * FROM news_polls ORDER BY at DESC LIMIT {n:UInt32} BY source) AS p "
-        "LEFT JOIN (SELECT * FROM news_entries FINAL) AS e ON e.source = p.source AND e.poll_id = p.poll_id "
+        # only the entries of the polls read, not the whole table
+        "LEFT JOIN (SELECT * FROM news_entries FINAL WHERE poll_id IN "
+        "(SELECT poll_id FROM news_polls ORDER BY at DESC LIMIT {n:UInt32} BY source)) AS e "
+        "ON e.source = p.source AND e.poll_id = p.poll_id "
         "GROUP BY p.source, p.at, p.status, p.entries, p.error, p.error_streak, p.retry_in_s, p.latency_ms, "
         "p.http_status, p.poll_id ORDER BY p.source, p.at DESC",
         parameters={"n": polls_per_source},

@@ -31,11 +31,7 @@ def _stream(settings: Settings, symbol: str, interval: str) -> tuple[str, str]:
 def _rules(settings: Settings) -> Any:
     from registry.promotion import PromotionRules
 
-    return PromotionRules(
-        settings.auto_promote_min_auc_improve,
-        settings.auto_promote_max_brier_degrade,
-        settings.auto_promote_max_ece_degrade,
-    )
+    return PromotionRules.from_settings(settings)
 
 
 def _fmt(x: Any, nd: int = 4) -> str:

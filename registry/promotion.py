@@ -26,6 +26,13 @@ class PromotionRules:
     max_brier_degrade: float = 0.0
     max_ece_degrade: float = 0.01
 
+    @classmethod
+    def from_settings(cls, s: Any) -> PromotionRules:
+        """AUTO_PROMOTE_MIN_AUC_IMPROVE, AUTO_PROMOTE_MAX_BRIER_DEGRADE, AUTO_PROMOTE_MAX_ECE_DEGRADE."""
+        return cls(
+            s.auto_promote_min_auc_improve, s.auto_promote_max_brier_degrade, s.auto_promote_max_ece_degrade
+        )
+
 
 @dataclass(frozen=True, slots=True)
 class Recommendation:

@@ -128,7 +128,8 @@ class Model:
         return {c: getattr(self, c) for c in MODEL_COLUMNS}
 
 
-def _select(cols: Sequence[str], times: Sequence[str]) -> str:
+def ms_select(cols: Sequence[str], times: Sequence[str]) -> str:
+    """The SELECT list of ``cols`` with the ``times`` among them as ms since epoch."""
     return ", ".join(f"toUnixTimestamp64Milli({c})" if c in times else c for c in cols)
 
 
@@ -236,13 +237,13 @@ class Registry:
     def models(self, symbol: str | None = None, interval: str | None = None) -> list[Model]:
         """Registered models, newest first, optionally of one stream."""
         cond, params = of_stream(symbol, interval)
-        sql = f"SELECT {_select(MODEL_COLUMNS, _TIMES)} FROM model_registry FINAL{cond}"  # noqa: S608 - constants
+        sql = f"SELECT {ms_select(MODEL_COLUMNS, _TIMES)} FROM model_registry FINAL{cond}"  # noqa: S608 - constants
         sql += " ORDER BY created_at DESC, model_id"
         return [_model(r) for r in self.client.query(sql, parameters=params).result_rows]
 
     def model(self, model_id: str) -> Model:
         rows = self.client.query(
-            f"SELECT {_select(MODEL_COLUMNS, _TIMES)} FROM model_registry FINAL "  # noqa: S608 - constants
+            f"SELECT {ms_select(MODEL_COLUMNS, _TIMES)} FROM model_registry FINAL "  # noqa: S608 - constants
             "WHERE model_id = {m:String}",
             parameters={"m": model_id},
         ).result_rows
@@ -260,7 +261,7 @@ class Registry:
     ) -> list[dict[str, Any]]:
         cond, params = of_stream(symbol, interval)
         params["n"] = limit
-        sql = f"SELECT {_select(EVENT_COLUMNS, ('at',))} FROM promotion_events{cond}"  # noqa: S608 - constants
+        sql = f"SELECT {ms_select(EVENT_COLUMNS, ('at',))} FROM promotion_events{cond}"  # noqa: S608 - constants
         sql += " ORDER BY at DESC, event_id DESC LIMIT {n:UInt32}"
         out = []
         for r in self.client.query(sql, parameters=params).result_rows:
@@ -348,7 +349,7 @@ class Registry:
     def jobs(self, limit: int = 50) -> list[dict[str, Any]]:
         times = ("requested_from", "requested_to", "started_at", "finished_at", "updated_at")
         rows = self.client.query(
-            f"SELECT {_select(JOB_COLUMNS, times)} FROM training_jobs FINAL "  # noqa: S608 - constants
+            f"SELECT {ms_select(JOB_COLUMNS, times)} FROM training_jobs FINAL "  # noqa: S608 - constants
             "ORDER BY started_at DESC LIMIT {n:UInt32}",
             parameters={"n": limit},
         ).result_rows

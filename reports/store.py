@@ -9,7 +9,7 @@ from typing import Any
 from clickhouse_connect.driver.client import Client
 
 from ohlcv.errors import OhlcvError
-from registry.store import of_stream
+from registry.store import ms_select, of_stream
 from reports.evidently_reports import ReportRecord
 
 COLUMNS = tuple(ReportRecord.__dataclass_fields__)
@@ -27,7 +27,7 @@ def store(client: Client, rec: ReportRecord) -> None:
 
 
 def _select() -> str:
-    return ", ".join(f"toUnixTimestamp64Milli({c})" if c in _TIMES else c for c in COLUMNS)
+    return ms_select(COLUMNS, _TIMES)
 
 
 def _record(row: tuple[Any, ...]) -> ReportRecord:

@@ -73,8 +73,7 @@ def _call(pool: ClientPool, fn: Callable[[Registry], T]) -> T:
 
 
 def _rules(settings: Any) -> PromotionRules:
-    return PromotionRules(settings.auto_promote_min_auc_improve, settings.auto_promote_max_brier_degrade,
-                          settings.auto_promote_max_ece_degrade)  # fmt: skip
+    return PromotionRules.from_settings(settings)
 
 
 def _stream_summary(reg: Registry, symbol: str, interval: str, rules: PromotionRules) -> dict[str, Any]:

@@ -223,12 +223,9 @@ def training_run(body: TrainRequest, pool: PoolDep, settings: SettingsDep) -> di
             if body.promote_if_recommended:
                 reg = Registry(client)
                 prod = reg.production(st.symbol, st.interval)
-                rules = PromotionRules(
-                    settings.auto_promote_min_auc_improve,
-                    settings.auto_promote_max_brier_degrade,
-                    settings.auto_promote_max_ece_degrade,
+                rec = recommend(
+                    m.metrics, prod.metrics if prod else None, PromotionRules.from_settings(settings)
                 )
-                rec = recommend(m.metrics, prod.metrics if prod else None, rules)
                 if rec.recommended:
                     reg.promote(m.model_id, kind="auto", recommended=True, reasons=rec.reasons, actor="api")
 
