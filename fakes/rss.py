@@ -11,6 +11,7 @@ carrying the same stories under its own guids), ``as_atom``, ``truncated`` (brok
 
 from __future__ import annotations
 
+import email.utils
 import hashlib
 import re
 import threading
@@ -51,6 +52,44 @@ def with_new_items(xml: str, n: int, *, start: int = 0) -> str:
         new.append(it)
     at = xml.index("<item>")
     return xml[:at] + "\n".join(new) + "\n" + xml[at:]
+
+
+def archived(xml: str, path: str, pages: int, per_page: int = 3, step_s: int = 6 * 3600) -> dict[str, str]:
+    """The feed and ``pages - 1`` older archive pages (RFC 5005): page 1 is the feed itself with
+    an ``atom:link rel="next"`` to ``{path}?page=2``, and so on; the older pages carry stories
+    derived from the real items (new title, link and guid), each ``step_s`` older than the one
+    before, starting below the feed's oldest item. Returns path -> body, for ``FakeFeeds.set``."""
+    real = items(xml)
+    dates = [re.search(r"<pubDate>(.*?)</pubDate>", it, re.S) for it in real]
+    oldest = min(email.utils.parsedate_to_datetime(m.group(1)).timestamp() for m in dates if m)
+
+    def page_url(k: int) -> str:
+        return f"{path}?page={k}"
+
+    def with_next(body: str, k: int) -> str:
+        if k >= pages:
+            return body
+        link = f'<atom:link rel="next" href="{escape(page_url(k + 1))}"/>'
+        return body.replace("<item>", link + "<item>", 1)
+
+    out = {path: with_next(xml, 1)}
+    head, tail = xml[: xml.index("<item>")], xml[xml.rindex("</item>") + len("</item>") :]
+    n = 0
+    for k in range(2, pages + 1):
+        page = []
+        for _ in range(per_page):
+            n += 1
+            it = real[n % len(real)]
+            title = f"<title><![CDATA[Archived story {n}: markets a while ago]]></title>"
+            it = re.sub(r"<title>.*?</title>", title, it, flags=re.S)
+            it = re.sub(r"<link>(.*?)</link>", rf"<link>\1-archive-{n}</link>", it, flags=re.S)
+            it = re.sub(r"<guid([^>]*)>(.*?)</guid>", rf"<guid\1>\2-archive-{n}</guid>", it, flags=re.S)
+            it = re.sub(
+                r"<pubDate>.*?</pubDate>", f"<pubDate>{formatdate(oldest - step_s * n)}</pubDate>", it
+            )
+            page.append(it)
+        out[page_url(k)] = with_next(head + "\n".join(page) + tail, k)
+    return out
 
 
 def mirrored(xml: str, name: str = "Mirror") -> str:

@@ -44,7 +44,7 @@ def source_healths(
     last_unique: dict[str, int] = dict(
         client.query(  # type: ignore[arg-type]
             "SELECT source, toUnixTimestamp64Milli(max(fetched_at)) FROM news_entries FINAL "
-            "WHERE NOT duplicate GROUP BY source"
+            "WHERE NOT duplicate AND origin = 'poll' GROUP BY source"
         ).result_rows
     )
     by: dict[str, list[Poll]] = {}

@@ -150,12 +150,10 @@ def run_news(metrics_port: MetricsPort = 9100) -> None:
         raise OhlcvError("NEWS_RSS_FEEDS is empty: give the feeds to poll (name=url, comma-separated)")
     _setup_logging()
     _serve_metrics(metrics_port)
-    from ohlcv.infra.clickhouse import make_client
-    from streams.news_poller import NewsPollerThread, poller_from_settings
+    from news.service import poller_thread
     from topologies.runner import news_main
 
-    poller = NewsPollerThread(poller_from_settings(settings), settings.kafka_broker_address,
-                              make_client(settings.clickhouse_dsn), settings.news_poll_interval)  # fmt: skip
+    poller = poller_thread(settings, settings.kafka_broker_address)
     poller.start()
     try:
         news_main(settings)

@@ -217,11 +217,9 @@ def _start_news(services: Services) -> None:
     settings = services.stack.settings
     if not settings.news_rss_feeds:
         return
-    from ohlcv.infra.clickhouse import make_client
-    from streams.news_poller import NewsPollerThread, poller_from_settings
+    from news.service import poller_thread
 
-    t = NewsPollerThread(poller_from_settings(settings), services.stack.broker_address,
-                         make_client(settings.clickhouse_dsn), settings.news_poll_interval)  # fmt: skip
+    t = poller_thread(settings, services.stack.broker_address)
     t.start()
     services.threads.append(t)
     services.stoppers.append(t.stop)

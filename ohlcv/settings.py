@@ -162,6 +162,29 @@ class Settings(BaseSettings):
     news_dedup_volatility_threshold: float = Field(
         default=0.25, gt=0, description="NEWS_DEDUP_VOLATILITY_THRESHOLD"
     )
+    news_backfill_max_pages: int = Field(
+        default=20, ge=1, le=1000, description="NEWS_BACKFILL_MAX_PAGES: pages a backfill reads per feed"
+    )
+    news_startup_bootstrap_days: float = Field(
+        default=0.0, ge=0, le=365, description="NEWS_STARTUP_BOOTSTRAP_DAYS: 0 = no bootstrap at start"
+    )
+    news_startup_bootstrap_rounds: int = Field(
+        default=4, ge=1, le=100, description="NEWS_STARTUP_BOOTSTRAP_ROUNDS"
+    )
+    news_startup_bootstrap_interval: float = Field(
+        default=5.0, ge=0, le=600, description="NEWS_STARTUP_BOOTSTRAP_INTERVAL: seconds between rounds"
+    )
+    news_startup_bootstrap_min_articles: int | None = Field(
+        default=None, ge=1, description="NEWS_STARTUP_BOOTSTRAP_MIN_ARTICLES: stop once this many are stored"
+    )
+    news_feature_window: float = Field(
+        default=3600.0, gt=0, le=30 * 86_400,
+        description="NEWS_FEATURE_WINDOW: seconds of news a feature row's news_sentiment averages",
+    )  # fmt: skip
+    news_feature_delay: float = Field(
+        default=30.0, ge=0, le=3600,
+        description="NEWS_FEATURE_DELAY: a row counts news fetched this long before its bar closed",
+    )  # fmt: skip
     clickhouse_url: str = Field(default="", description="empty: chdb under DATA_DIR")
 
     # --- Binance -------------------------------------------------------------------------

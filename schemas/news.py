@@ -7,6 +7,8 @@ duplicates per source and poll (the dedup ratio) and nothing is lost before norm
 
 from __future__ import annotations
 
+from typing import Literal
+
 from pydantic import BaseModel, ConfigDict, Field
 
 
@@ -19,6 +21,9 @@ class RawNewsEntry(BaseModel):
     poll_entries: int = Field(ge=1, description="how many entries that poll produced")
     fetched_at: int = Field(description="ms since epoch when the poll's response arrived")
     feed_format: str = Field(description="feedparser's version, e.g. rss20, atom10")
+    origin: Literal["poll", "backfill"] = Field(
+        default="poll", description="a live poll, or a backfill reading the feed's older pages"
+    )
     guid: str | None = None
     link: str | None = None
     title: str | None = None
@@ -51,3 +56,4 @@ class NewsArticle(BaseModel):
     sentiment: float = Field(ge=-1, le=1, description="VADER compound score of title + summary")
     sentiment_label: str = Field(description="positive (>= 0.05), negative (<= -0.05) or neutral")
     ingested_at: int
+    origin: str = Field(description="poll or backfill: how the story was first found")

@@ -21,6 +21,7 @@ ENTRY_COLUMNS = (
     "article_id",
     "duplicate",
     "duplicate_of_source",
+    "origin",
 )
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Callable
 from typing import Any
 
 from clickhouse_connect.driver.client import Client
@@ -87,8 +88,11 @@ class NewsPollerThread(threading.Thread):
         *,
         topic: str | None = None,
         dead_topic: str | None = None,
+        before: Callable[[NewsPollerThread], None] | None = None,
     ):
+        """``before`` runs in the thread before the first poll (the start-up bootstrap)."""
         super().__init__(name="news-poller", daemon=True)
+        self.before = before
         self.poller = poller
         self.producer = Producer(
             {"bootstrap.servers": broker_address, "linger.ms": 5, "enable.idempotence": True}
@@ -97,7 +101,7 @@ class NewsPollerThread(threading.Thread):
         self.every_s = every_s
         self.topic = topic
         self.dead_topic = dead_topic
-        self._stop_event = threading.Event()
+        self.stop_event = threading.Event()
         self._wake = threading.Event()
         self.rounds = 0
 
@@ -105,7 +109,12 @@ class NewsPollerThread(threading.Thread):
         self._wake.set()
 
     def run(self) -> None:
-        while not self._stop_event.is_set():
+        if self.before is not None:
+            try:
+                self.before(self)
+            except Exception:  # the poller keeps its schedule without it
+                logger.exception("news poller start-up step failed")
+        while not self.stop_event.is_set():
             try:
                 poll_once(
                     self.poller, self.producer, self.client, topic=self.topic, dead_topic=self.dead_topic
@@ -117,7 +126,7 @@ class NewsPollerThread(threading.Thread):
             self._wake.clear()
 
     def stop(self) -> None:
-        self._stop_event.set()
+        self.stop_event.set()
         self._wake.set()
 
 

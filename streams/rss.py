@@ -33,7 +33,7 @@ import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import urlparse
+from urllib.parse import urljoin, urlparse
 
 import httpx
 from prometheus_client import Counter, Histogram
@@ -108,6 +108,24 @@ class PollResult:
     poll_id: str = ""
 
 
+@dataclass(frozen=True)
+class BackfillResult:
+    feed: Feed
+    status: str  #: ok | error | backoff
+    pages: int = 0
+    entries: list[RawNewsEntry] = field(default_factory=list)  #: published in the range (or undated)
+    refused: list[Refused] = field(default_factory=list)
+    error: str | None = None
+    retry_in_s: float | None = None
+    older_than_range: int = 0  #: entries read but published before the range
+    latency_ms: float | None = None
+    stopped: str | None = None  #: why it read no further
+
+    def as_poll(self) -> PollResult:
+        """As a poll result, for ``publish``."""
+        return PollResult(self.feed, self.status, entries=self.entries, refused=self.refused)
+
+
 class FeedError(Exception):
     def __init__(self, reason: str, http_status: int | None = None, retry_after_s: float | None = None):
         super().__init__(reason)
@@ -161,14 +179,16 @@ class RssPoller:
         self.wall = wall
         self.state: dict[str, FeedState] = {f.name: FeedState() for f in self.feeds}
 
-    def _fetch(self, feed: Feed, st: FeedState) -> tuple[int, bytes, httpx.Headers]:
+    def _fetch(
+        self, feed: Feed, st: FeedState, url: str | None = None, *, conditional: bool = True
+    ) -> tuple[int, bytes, httpx.Headers]:
         headers = {}
-        if st.etag:
+        if conditional and st.etag:
             headers["If-None-Match"] = st.etag
-        if st.modified:
+        if conditional and st.modified:
             headers["If-Modified-Since"] = st.modified
         try:
-            with self.client.stream("GET", feed.url, headers=headers, timeout=self.timeout_s) as r:
+            with self.client.stream("GET", url or feed.url, headers=headers, timeout=self.timeout_s) as r:
                 if r.status_code == 304:
                     return 304, b"", r.headers
                 if r.status_code >= 400:
@@ -193,8 +213,16 @@ class RssPoller:
             raise FeedError(f"transport error: {type(exc).__name__}: {exc}") from exc
 
     def _entries(
-        self, feed: Feed, body: bytes, headers: httpx.Headers, poll_id: str, fetched_at: int
-    ) -> tuple[list[RawNewsEntry], list[Refused], str]:
+        self,
+        feed: Feed,
+        body: bytes,
+        headers: httpx.Headers,
+        poll_id: str,
+        fetched_at: int,
+        origin: str = "poll",
+    ) -> tuple[list[RawNewsEntry], list[Refused], str | None]:
+        """(entries, refused entries, the URL of the next older page: RFC 5005 ``next`` or
+        ``prev-archive`` link, None when the feed has none)."""
         import feedparser  # its import is slow-ish; only the news source needs it
 
         # an empty <dc:description/> or <content:encoded/> (CoinDesk's feed has both) would
@@ -238,11 +266,17 @@ class RssPoller:
                 poll_entries=len(good),
                 fetched_at=fetched_at,
                 feed_format=version or "unknown",
+                origin=origin,
                 **raw,
             )
             for raw in good
         ]
-        return entries, refused, version
+        older = None
+        for link in parsed.get("feed", {}).get("links", []):
+            if link.get("rel") in ("next", "prev-archive") and link.get("href"):
+                older = str(link["href"])
+                break
+        return entries, refused, older
 
     def poll(self, feed: Feed) -> PollResult:
         st = self.state.setdefault(feed.name, FeedState())
@@ -297,6 +331,64 @@ class RssPoller:
         for r in result.refused:
             logger.warning("feed %s: entry refused: %s", feed.name, r.reason)
         return result
+
+    def backfill(self, feed: Feed, since_ms: int, *, max_pages: int = 20) -> BackfillResult:
+        """The feed's stories published since ``since_ms``, as far as the feed reaches: the
+        feed itself fetched whole (no conditional GET: a 304 would hide what is there), then
+        its older pages by their RFC 5005 ``next`` / ``prev-archive`` links, until a page ends
+        before ``since_ms``, there is no older page, or ``max_pages`` pages were read. Entries
+        carry ``origin="backfill"``: source health does not count them as the feed's live
+        flow. A feed in backoff is left alone; a failure keeps the pages read before it and,
+        when the server gave a ``Retry-After``, backs the feed off. Nothing raises."""
+        st = self.state.setdefault(feed.name, FeedState())
+        if self.clock() < st.backoff_until:
+            left = round(st.backoff_until - self.clock(), 3)
+            return BackfillResult(feed, "backoff", error=st.last_error, retry_in_s=left)
+        url: str | None = feed.url
+        seen: set[str] = set()
+        entries: list[RawNewsEntry] = []
+        refused: list[Refused] = []
+        pages = older_than_range = 0
+        reason = "the feed has no older page (RFC 5005 next / prev-archive link)"
+        t0 = time.perf_counter()
+        while url is not None:
+            if pages >= max_pages:
+                reason = f"stopped at NEWS_BACKFILL_MAX_PAGES={max_pages} pages"
+                break
+            if url in seen:
+                reason = f"page {url} links back to a page already read"
+                break
+            seen.add(url)
+            try:
+                _, body, headers = self._fetch(feed, st, url, conditional=False)
+                page, bad, older = self._entries(
+                    feed, body, headers, f"backfill-{uuid.uuid4().hex}", int(self.wall() * 1000), "backfill"
+                )
+            except FeedError as exc:
+                if exc.retry_after_s is not None:
+                    st.backoff_until = self.clock() + exc.retry_after_s
+                FETCHES.labels(feed.name, "backfill_error").inc()
+                logger.warning("backfill of %s failed on page %d (%s): %s", feed.name, pages + 1, url, exc)
+                return BackfillResult(
+                    feed, "error", pages, entries, refused, str(exc), exc.retry_after_s,
+                    older_than_range, (time.perf_counter() - t0) * 1000,
+                )  # fmt: skip
+            pages += 1
+            FETCHES.labels(feed.name, "backfill").inc()
+            refused.extend(bad)
+            dated = [e.published_at or e.updated_at for e in page]
+            for e, when in zip(page, dated, strict=True):
+                if when is not None and when < since_ms:
+                    older_than_range += 1
+                else:
+                    entries.append(e)
+            if any(w is not None and w < since_ms for w in dated):
+                reason = "reached stories older than the range"
+                break
+            url = urljoin(url, older) if older else None
+        ENTRIES.labels(feed.name, "backfilled").inc(len(entries))
+        ms = (time.perf_counter() - t0) * 1000
+        return BackfillResult(feed, "ok", pages, entries, refused, None, None, older_than_range, ms, reason)
 
     def poll_all(self) -> list[PollResult]:
         return [self.poll(f) for f in self.feeds]

@@ -163,6 +163,7 @@ def process(
         "article_id": article_id,
         "duplicate": dup,
         "duplicate_of_source": first_source,
+        "origin": e.get("origin", "poll"),
     }
     if dup:
         return seen, None
@@ -190,5 +191,6 @@ def process(
         "sentiment": score,
         "sentiment_label": label,
         "ingested_at": now_ms,
+        "origin": e.get("origin", "poll"),
     }
     return seen, article

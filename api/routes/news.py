@@ -1,6 +1,7 @@
 """News routes (API key), names from the original system: ``/api/news/recent`` (a delta by
 ``since_ts``), ``/search``, ``/article/{id}``, ``/sources`` (health), ``/summary``,
-``POST /api/news/fetch/manual``. Reads ``news_articles``, ``news_entries`` and ``news_polls``."""
+``POST /api/news/fetch/manual``, ``POST /api/news/backfill``, ``POST /api/news/bootstrap`` (and
+``GET`` its progress), ``/api/news/debug``. Reads ``news_articles``, ``news_entries`` and ``news_polls``."""
 
 from __future__ import annotations
 
@@ -8,6 +9,8 @@ import math
 from typing import Annotated, Any
 
 from fastapi import APIRouter, HTTPException, Path, Query, Request
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel, ConfigDict, Field
 
 from api.deps import ApiKeyDep, SettingsDep
 from api.errors import StoreUnavailableError
@@ -165,10 +168,10 @@ def summary(pool: PoolDep, window_minutes: Annotated[int, Query(ge=1, le=525_600
 
 
 @router.get("/api/news/debug")
-def debug(pool: PoolDep, settings: SettingsDep, verbose: bool = False) -> dict[str, Any]:
+def debug(request: Request, pool: PoolDep, settings: SettingsDep, verbose: bool = False) -> dict[str, Any]:
     """The operator's first look (the original's checklist): configured sources, poll rounds,
     stories stored; ``verbose`` adds each feed's last error, its time, the error streak and the
-    last fetch latency."""
+    last fetch latency, and whether a bootstrap runs (``bootstrap_running``, its start and end)."""
     from streams.rss import parse_feeds
 
     (counts,) = _rows(
@@ -202,6 +205,9 @@ def debug(pool: PoolDep, settings: SettingsDep, verbose: bool = False) -> dict[s
             }
             for r in rows
         }
+        job = _job(request).as_dict()
+        out["verbose"].update({k: job[k] for k in ("bootstrap_running", "bootstrap_started_ts",
+                                                    "bootstrap_finished_ts")})  # fmt: skip
     return out
 
 
@@ -211,19 +217,16 @@ def fetch_manual(request: Request, settings: SettingsDep) -> dict[str, Any]:
     entries on news.raw; the news topology stores what is new. 409 when no feed is configured."""
     if not settings.news_rss_feeds:
         raise HTTPException(409, "no feed configured: set NEWS_RSS_FEEDS (name=url, comma-separated)")
-    from confluent_kafka import Producer
-
     from streams.news_poller import poll_once, poller_from_settings
 
     poller = poller_from_settings(settings)
-    producer = Producer({"bootstrap.servers": request.app.state.broker_address})
     queries = getattr(request.app.state, "queries", None)
     try:
         if queries is None:
-            results = poll_once(poller, producer, None)
+            results = poll_once(poller, _producer(request), None)
         else:
             with queries.pool.client() as client:
-                results = poll_once(poller, producer, client)
+                results = poll_once(poller, _producer(request), client)
     finally:
         poller.close()
     return {
@@ -239,3 +242,102 @@ def fetch_manual(request: Request, settings: SettingsDep) -> dict[str, Any]:
             for r in results
         ]
     }
+
+
+def _producer(request: Request) -> Any:
+    from confluent_kafka import Producer
+
+    return Producer({"bootstrap.servers": request.app.state.broker_address, "enable.idempotence": True})
+
+
+def _need_feeds(settings: Any) -> None:
+    if not settings.news_rss_feeds:
+        raise HTTPException(409, "no feed configured: set NEWS_RSS_FEEDS (name=url, comma-separated)")
+
+
+def _job(request: Request) -> Any:
+    from news.backfill import BootstrapJob
+
+    job = getattr(request.app.state, "news_bootstrap", None)
+    if job is None:
+        job = request.app.state.news_bootstrap = BootstrapJob()
+    return job
+
+
+@router.post("/api/news/backfill")
+def backfill(
+    request: Request,
+    pool: PoolDep,
+    settings: SettingsDep,
+    days: Annotated[float, Query(gt=0, le=365, description="stories published in the last N days")] = 7,
+) -> dict[str, Any]:
+    """Read every feed's stories of the last ``days`` days as far as the feed reaches (the feed,
+    then its RFC 5005 older pages, at most NEWS_BACKFILL_MAX_PAGES) and put them on news.raw;
+    the topology dedups, so repeating it is safe. Per feed: pages read, entries in range, how
+    many were new to the store, why it stopped (a feed without an archive ends at its first
+    page). 409 when no feed is configured."""
+    _need_feeds(settings)
+    from news.backfill import backfill_answer, backfill_once
+    from streams.news_poller import poller_from_settings
+
+    poller = poller_from_settings(settings)
+    try:
+        with pool.client() as client:
+            results, new = backfill_once(
+                poller, _producer(request), client, days, max_pages=settings.news_backfill_max_pages
+            )
+    finally:
+        poller.close()
+    return backfill_answer(results, new, days)
+
+
+class BootstrapBody(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    rounds: int = Field(default=4, ge=1, le=100)
+    sleep_seconds: float = Field(default=3.0, ge=0, le=600)
+    recent_days: float = Field(default=7.0, gt=0, le=365)
+    min_total: int | None = Field(default=None, ge=1, description="stop once this many stories are stored")
+    per_round_backfill_days: float | None = Field(default=None, gt=0, le=365, description="None: recent_days")
+
+
+@router.post("/api/news/bootstrap", status_code=202)
+def start_bootstrap(
+    request: Request, pool: PoolDep, settings: SettingsDep, body: BootstrapBody | None = None
+) -> Any:
+    """Fill the store in rounds (each: a live poll of every feed, then a backfill) in the
+    background, stopping early at ``min_total`` stored or a plateau (two rounds with nothing
+    new). 202 with the job; ``GET /api/news/bootstrap`` shows its rounds. 409 when one runs or
+    no feed is configured."""
+    _need_feeds(settings)
+    from news.backfill import BootstrapConfig, bootstrap
+    from streams.news_poller import poller_from_settings
+
+    b = body or BootstrapBody()
+    cfg = BootstrapConfig(
+        b.rounds, b.sleep_seconds, b.recent_days, b.min_total, b.per_round_backfill_days,
+        settings.news_backfill_max_pages,
+    )  # fmt: skip
+    producer = _producer(request)
+
+    def work(on_round: Any) -> dict[str, Any]:
+        poller = poller_from_settings(settings)
+        try:
+            with pool.client() as client:
+                return bootstrap(poller, producer, client, cfg, on_round=on_round)
+        finally:
+            poller.close()
+
+    job = _job(request)
+    if not job.start(work, cfg):
+        return JSONResponse(
+            {"detail": "a news bootstrap is already running", "job": job.as_dict()}, status_code=409
+        )
+    return job.as_dict()
+
+
+@router.get("/api/news/bootstrap")
+def bootstrap_status(request: Request) -> dict[str, Any]:
+    """The last (or running) bootstrap: running, start and end, its config, each round's
+    ``inserted_live``, ``inserted_backfill`` and ``stored_total``, why it stopped, its error."""
+    return dict(_job(request).as_dict())
