@@ -32,7 +32,7 @@ import time
 import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 from urllib.parse import urljoin, urlparse
 
 import httpx
@@ -219,7 +219,7 @@ class RssPoller:
         headers: httpx.Headers,
         poll_id: str,
         fetched_at: int,
-        origin: str = "poll",
+        origin: Literal["poll", "backfill"] = "poll",
     ) -> tuple[list[RawNewsEntry], list[Refused], str | None]:
         """(entries, refused entries, the URL of the next older page: RFC 5005 ``next`` or
         ``prev-archive`` link, None when the feed has none)."""
