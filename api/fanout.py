@@ -86,6 +86,24 @@ def parse_feature_row(key: bytes | str | None, value: bytes) -> LiveEvent | None
     return LiveEvent(key=k, seq=0, type="features", text=orjson.dumps(row).decode(), data=row)
 
 
+#: the one hub key of news stories: every session that asks for news subscribes to it and
+#: keeps the stories of its symbol (or all of them)
+NEWS_KEY = "news"
+
+
+def parse_news_article(key: bytes | str | None, value: bytes) -> LiveEvent | None:
+    """A ``news`` LiveEvent from a record of ``news.articles`` (the story, with
+    ``"type": "news"``), or None when it is not a story. Not sequenced (seq 0)."""
+    try:
+        a: Any = orjson.loads(value)
+        if not isinstance(a, dict) or "article_id" not in a or not isinstance(a.get("symbols"), list):
+            return None
+    except orjson.JSONDecodeError:
+        return None
+    a["type"] = "news"
+    return LiveEvent(key=NEWS_KEY, seq=0, type="news", text=orjson.dumps(a).decode(), data=a)
+
+
 class EventHub:
     """See the module docstring. Construct on the event loop; every method but the consumer
     thread's runs on that loop."""

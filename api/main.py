@@ -36,7 +36,7 @@ from pydantic import TypeAdapter
 import ohlcv
 from api.coalesce import Coalescer
 from api.errors import StoreUnavailableError
-from api.fanout import EventHub, parse_feature_row
+from api.fanout import EventHub, parse_feature_row, parse_news_article
 from api.feature_queries import FeatureQueries
 from api.middleware import RequestContextMiddleware
 from api.models import WsSnapshot
@@ -49,7 +49,7 @@ from ohlcv.infra.broker import EMBEDDED_CONSUMER_CONFIG
 from ohlcv.infra.clickhouse import make_client
 from ohlcv.settings import Settings
 from schemas.events import CandleEvent
-from schemas.topics import CANDLE_EVENTS, FEATURES
+from schemas.topics import CANDLE_EVENTS, FEATURES, NEWS_ARTICLES
 
 logger = logging.getLogger(__name__)
 
@@ -76,6 +76,7 @@ def create_app(
     clickhouse_client_factory: Callable[[], Client] | None = None,
     events_topic: str = CANDLE_EVENTS.name,
     features_topic: str = FEATURES.name,
+    news_topic: str = NEWS_ARTICLES.name,
     ws_queue_max: int = 1024,
     clickhouse_pool_size: int = 4,
     ready: threading.Event | None = None,
@@ -101,6 +102,10 @@ def create_app(
         app.state.feature_hub = feature_hub = EventHub(
             broker_address, features_topic, consumer_config=consumer_config, parse=parse_feature_row
         )
+        # news stories for clients that ask for them (``&news=true`` or ``&news=all``)
+        app.state.news_hub = news_hub = EventHub(
+            broker_address, news_topic, consumer_config=consumer_config, parse=parse_news_article
+        )
         queries = app.state.queries = CandleQueries(pool)
         app.state.feature_queries = FeatureQueries(pool)
         app.state.reads = Coalescer()
@@ -115,6 +120,7 @@ def create_app(
         finally:
             await hub.stop()
             await feature_hub.stop()
+            await news_hub.stop()
             await anyio.to_thread.run_sync(pool.close)
 
     app = FastAPI(

@@ -32,7 +32,7 @@ DELTA_REQUESTS = Counter(
 #: one ``ohlcv_ws_<type>_sent_total`` counter per candle event type (the original names)
 WS_EVENTS_SENT: dict[str, Counter] = {
     t: Counter(f"ohlcv_ws_{t}_sent_total", f"WebSocket {t} events sent to clients", ["symbol", "interval"])
-    for t in (*EVENT_TYPES, "features")
+    for t in (*EVENT_TYPES, "features", "news")
 }
 WS_SNAPSHOTS_SENT = Counter(
     "ohlcv_ws_snapshot_sent_total", "WebSocket snapshots sent to clients", ["symbol", "interval"]

@@ -10,6 +10,11 @@ Protocol (every message is one JSON text frame):
 3. Then every candle event of the stream with seq > that seq, in seq order, each exactly once:
    ``partial_update``, ``partial_close``, ``append``, ``repair``, ``gap_detected``,
    ``gap_repaired`` (``schemas.events``; each carries symbol, interval and seq).
+4. Asked for with ``features=true``: the stream's feature rows (``features``); with
+   ``news=true``: news stories tagged with the stream's symbol, ``news=all``: every story
+   (``news``, a ``schemas.news.NewsArticle``, as the news topology stores it). Neither is
+   sequenced: a client that missed some reads ``/api/features/history`` or
+   ``/api/news/recent?since_ts``. Both come after the snapshot.
 
 How the seam is closed: the client's subscription to this process's fan-out starts buffering
 *before* the snapshot is read; buffered events with seq <= the last one sent are dropped. Right
@@ -58,7 +63,7 @@ from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from api.coalesce import Coalescer
 from api.errors import ApiError, StoreUnavailableError
-from api.fanout import EventHub, LiveEvent, Subscription
+from api.fanout import NEWS_KEY, EventHub, LiveEvent, Subscription
 from api.metrics import (
     WS_CLIENTS,
     WS_EVENTS_SENT,
@@ -95,6 +100,9 @@ class WsRequest:
     limit: int
     #: also send the stream's feature rows (``features`` events)
     features: bool = False
+    #: also send news stories (``news`` events): "symbol" (those tagged with the stream's
+    #: symbol), "all", or "off"
+    news: str = "off"
 
 
 class WsRejected(ApiError):  # noqa: N818 - a refusal, answered with a close code
@@ -142,9 +150,16 @@ def parse_request(query: Mapping[str, str], headers: Mapping[str, str], settings
     flag = (query.get("features") or "false").lower()
     if flag not in ("true", "false", "1", "0"):
         raise WsRejected(CLOSE_BAD_PARAMS, f"features must be true or false, got {flag[:10]!r}")
+    news = {"true": "symbol", "1": "symbol", "false": "off", "0": "off", "all": "all"}.get(
+        (query.get("news") or "false").lower()
+    )
+    if news is None:
+        raise WsRejected(CLOSE_BAD_PARAMS, f"news must be true, all or false, got {query['news'][:10]!r}")
     if not settings.serves(symbol, interval):
         raise WsRejected(CLOSE_FORBIDDEN, f"{symbol} {interval} is not served here")
-    return WsRequest(Stream(symbol, interval, interval_ms(interval)), since, limit, flag in ("true", "1"))
+    return WsRequest(
+        Stream(symbol, interval, interval_ms(interval)), since, limit, flag in ("true", "1"), news
+    )
 
 
 async def reject(ws: WebSocket, code: int, reason: str) -> None:
@@ -167,6 +182,7 @@ class WsSession:
         *,
         queue_max: int,
         feature_hub: EventHub | None = None,
+        news_hub: EventHub | None = None,
     ):
         self.ws = ws
         self.reads = reads
@@ -175,6 +191,7 @@ class WsSession:
         self.queries = queries
         self.hub = hub
         self.feature_hub = feature_hub if req.features else None
+        self.news_hub = news_hub if req.news != "off" else None
         self.queue_max = queue_max
         #: the last seq handed to the client (the snapshot's, a replayed or a live one)
         self.last_seq = 0
@@ -300,6 +317,20 @@ class WsSession:
             if c is not None:
                 c.inc()
 
+    async def _stream_news(self, sub: Subscription) -> None:
+        """News stories as they are stored (not sequenced: a client that missed some reads
+        ``/api/news/recent?since_ts``), those tagged with the stream's symbol unless it asked
+        for all."""
+        await self._opened.wait()
+        every = self.req.news == "all"
+        while True:
+            ev = await sub.queue.get()
+            if every or self.st.symbol in ev.data["symbols"]:
+                await self.ws.send_text(ev.text)
+                c = self._counter("news")
+                if c is not None:
+                    c.inc()
+
     async def _until_disconnect(self) -> None:
         while True:
             msg = await self.ws.receive()
@@ -316,6 +347,7 @@ class WsSession:
     async def run(self) -> None:
         sub = self.hub.subscribe(self.st.key, self.queue_max)
         fsub = self.feature_hub.subscribe(self.st.key, self.queue_max) if self.feature_hub else None
+        nsub = self.news_hub.subscribe(NEWS_KEY, self.queue_max) if self.news_hub else None
         WS_CLIENTS.inc()
         tasks: list[asyncio.Task[None]] = []
         try:
@@ -323,19 +355,23 @@ class WsSession:
             recv = asyncio.create_task(self._until_disconnect())
             over = asyncio.create_task(self._overflowed(sub))
             tasks = [main, recv, over]
-            feed = over_f = None
+            feed = over_f = news = over_n = None
             if fsub is not None:
                 # a feature stream that fails or overflows ends the session like the candle one
                 feed = asyncio.create_task(self._stream_features(fsub))
                 over_f = asyncio.create_task(self._overflowed(fsub))
                 tasks += [feed, over_f]
+            if nsub is not None:  # so does a news stream
+                news = asyncio.create_task(self._stream_news(nsub))
+                over_n = asyncio.create_task(self._overflowed(nsub))
+                tasks += [news, over_n]
             done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
             for t in tasks:
                 t.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
             if recv in done:
                 return  # the client left
-            if over in done or over_f in done:
+            if over in done or over_f in done or over_n in done:
                 WS_OVERFLOW_CLOSED.labels(self.st.symbol, self.st.interval).inc()
                 logger.info(
                     "ws client too slow key=%s queue=%d last_seq=%d",
@@ -346,7 +382,7 @@ class WsSession:
                 await self._close(CLOSE_OVERFLOW, f"too slow: send queue of {self.queue_max} overflowed; "
                                   f"resume with since_seq (last sent {self.last_seq})")  # fmt: skip
                 return
-            ended = feed if feed in done else main
+            ended = feed if feed in done else news if news in done else main
             exc = None if ended is None or ended.cancelled() else ended.exception()
             if isinstance(exc, WebSocketDisconnect):
                 return
@@ -361,6 +397,8 @@ class WsSession:
             self.hub.unsubscribe(sub)
             if fsub is not None and self.feature_hub is not None:
                 self.feature_hub.unsubscribe(fsub)
+            if nsub is not None and self.news_hub is not None:
+                self.news_hub.unsubscribe(nsub)
             WS_CLIENTS.dec()
 
     @staticmethod

@@ -27,4 +27,5 @@ async def ohlcv_ws(websocket: WebSocket) -> None:
         return
     await websocket.accept()
     await WsSession(websocket, req, queries, hub, reads, queue_max=state.ws_queue_max,
-                    feature_hub=getattr(state, "feature_hub", None)).run()  # fmt: skip
+                    feature_hub=getattr(state, "feature_hub", None),
+                    news_hub=getattr(state, "news_hub", None)).run()  # fmt: skip

@@ -7,6 +7,7 @@ threads. Live klines are produced, paced, while the topology runs.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import socket
 import threading
 import time
@@ -293,6 +294,7 @@ async def _close_code(u: str, headers: dict[str, str] | None = None) -> tuple[in
         ({"since_seq": "abc"}, AUTH, 4422, "since_seq must be an integer"),
         ({"since_seq": "-1"}, AUTH, 4422, "since_seq must be in"),
         ({"limit": "5000"}, AUTH, 4422, "limit must be in [1, 1000]"),
+        ({"news": "maybe"}, AUTH, 4422, "news must be true, all or false"),
     ],
 )
 def test_refused_connections_close_with_a_code(
@@ -423,3 +425,67 @@ def test_features_true_adds_each_closed_candles_feature_row_beside_the_sequenced
     contiguous_after(seqs, with_rows.snapshots[0]["seq"], max_seq(ch, SYMBOL, "1m"))
     assert not [e for e in without.events if e["type"] == "features"]
     assert [e["seq"] for e in without.events] == seqs
+
+
+def test_news_true_sends_the_streams_stories_and_news_all_every_story(
+    broker: str, ch: Client, ch_url: str, ch_db: str, topic_prefix: str
+) -> None:
+    from confluent_kafka import Producer
+
+    from fakes.rss import FakeFeeds, coindesk, with_new_items
+    from ohlcv.infra.kafka import ensure_topics
+    from schemas.news import NewsArticle
+    from schemas.topics import TopicSpec
+    from streams.rss import Feed, RssPoller
+    from topologies.news_logic import NewsDedup, Sentiment, asset_patterns, process
+
+    news_topic = f"{topic_prefix}news.articles.{uuid.uuid4().hex[:6]}"
+    ensure_topics(broker, (TopicSpec(news_topic, "", {}, "", partitions=1),))
+    # stories as the news step makes them from the real feed and two new items ("XRP and bitcoin")
+    with FakeFeeds() as feeds:
+        poller = RssPoller([Feed("coindesk", feeds.set("/c.xml", with_new_items(coindesk(), 2)))])
+        entries = poller.poll_all()[0].entries
+    dedup, sentiment, tags = NewsDedup(), Sentiment(), asset_patterns(["XRPUSDT", SYMBOL])
+    stories = [process(e.model_dump(), dedup, sentiment, tags, int(time.time() * 1000))[1] for e in entries]
+    assert [s["symbols"] for s in stories if s] == [["XRPUSDT"], ["XRPUSDT"], [], [], []]
+    app = create_app(
+        api_settings(symbols=["XRPUSDT", SYMBOL]), broker_address=broker,
+        clickhouse_client_factory=lambda: make_client(ch_url, ch_db), news_topic=news_topic,
+    )  # fmt: skip
+    got: dict[str, list[dict[str, Any]]] = {"xrp": [], "all": [], "link": [], "none": []}
+    ready = threading.Barrier(5, timeout=60)
+
+    async def client(name: str, **params: object) -> None:
+        async with websockets.connect(url(server, **params), additional_headers=AUTH) as ws:
+            assert orjson.loads(await asyncio.wait_for(ws.recv(), 30))["type"] == "snapshot"
+            await asyncio.to_thread(ready.wait)
+            with contextlib.suppress(TimeoutError):
+                while True:
+                    got[name].append(orjson.loads(await asyncio.wait_for(ws.recv(), 4)))
+
+    with ApiServer(app) as server:
+        futs = [
+            in_thread(lambda: client("xrp", symbol="XRPUSDT", news="true")),
+            in_thread(lambda: client("all", news="all")),
+            in_thread(lambda: client("link", news="true")),
+            in_thread(lambda: client("none")),
+        ]
+        deadline = time.monotonic() + 30
+        while not app.state.news_hub.ready:  # the news fan-out is assigned before anything is produced
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        ready.wait()
+        p = Producer({"bootstrap.servers": broker})
+        p.produce(news_topic, key=b"junk", value=b"not json")  # skipped, the session goes on
+        for s in stories:
+            assert s is not None
+            p.produce(news_topic, key=s["article_id"].encode(), value=orjson.dumps(s))
+        p.flush(10)
+        for f in futs:
+            f.result(timeout=60)
+    ids = [s["article_id"] for s in stories if s]
+    assert [m["article_id"] for m in got["all"]] == ids and all(m["type"] == "news" for m in got["all"])
+    assert [m["article_id"] for m in got["xrp"]] == ids[:2]
+    assert got["link"] == [] and got["none"] == []
+    one = {k: v for k, v in got["all"][0].items() if k != "type"}
+    assert NewsArticle.model_validate(one).title.startswith("Fresh story")
