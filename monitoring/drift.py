@@ -22,10 +22,13 @@ from clickhouse_connect.driver.client import Client
 from indicators.definitions import FEATURE_NAMES, FEATURE_SET_VERSION
 from indicators.drift import DriftReport, drift_between
 from registry.store import Model
+from schemas.features import NEWS_FEATURE_NAMES
 
 DriftMode = Literal["max_abs", "mean_top3"]
 REFERENCE_ROWS = 5000
-_COLS = ", ".join(FEATURE_NAMES)
+#: what drift can be measured on: the features, and the news inputs a model may take
+KNOWN = (*FEATURE_NAMES, *NEWS_FEATURE_NAMES)
+_COLS = ", ".join(KNOWN)
 
 
 @dataclass(frozen=True, slots=True)
@@ -101,8 +104,8 @@ def check_drift(
     threshold: float,
 ) -> DriftCheck:
     names = tuple(features or FEATURE_NAMES)
-    unknown = sorted(set(names) - set(FEATURE_NAMES))
+    unknown = sorted(set(names) - set(KNOWN))
     if unknown:
-        raise ValueError(f"unknown drift features {unknown}; known: {', '.join(FEATURE_NAMES)}")
+        raise ValueError(f"unknown drift features {unknown}; known: {', '.join(KNOWN)}")
     report = drift_between(current, reference, threshold, names)
     return DriftCheck(report, drift_score(report, names, mode), mode, names, threshold)

@@ -51,6 +51,9 @@ def train_command(
     include_incomplete: Annotated[
         bool, typer.Option(help="also train on rows whose window had a gap (window_complete=false)")
     ] = False,
+    news: Annotated[
+        bool, typer.Option(help="also take the news columns (news_sentiment, news_count) as inputs")
+    ] = False,
     promote: Annotated[
         bool, typer.Option(help="promote the model when the promotion rules recommend it")
     ] = False,
@@ -79,6 +82,7 @@ def train_command(
         horizon=settings.label_horizon_bars,
         dead_zone=settings.label_dead_zone,
         include_incomplete=include_incomplete,
+        news_features=news,
         threshold=settings.inference_prob_threshold,
         params={**TrainConfig().params, "iterations": iterations},
     )

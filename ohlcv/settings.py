@@ -245,10 +245,12 @@ class Settings(BaseSettings):
     @classmethod
     def _drift_features(cls, v: list[str]) -> list[str]:
         from indicators.definitions import FEATURE_NAMES
+        from schemas.features import NEWS_FEATURE_NAMES
 
-        unknown = [f for f in v if f not in FEATURE_NAMES]
+        known = (*FEATURE_NAMES, *NEWS_FEATURE_NAMES)
+        unknown = [f for f in v if f not in known]
         if unknown:
-            raise ValueError(f"unknown features {unknown}; known: {', '.join(FEATURE_NAMES)}")
+            raise ValueError(f"unknown features {unknown}; known: {', '.join(known)}")
         return v
 
     @field_validator("news_rss_feeds")

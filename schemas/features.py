@@ -18,10 +18,14 @@ from indicators.definitions import FEATURE_NAMES, FEATURES
 #: the table of feature rows (``schemas/migrations/0005_features.sql``) and its written columns
 TABLE = "feature_snapshots"
 BAR_COLUMNS = ("open", "high", "low", "close", "volume")
+#: news as known at the bar's close (``topologies.news_features``)
+NEWS_COLUMNS = ("news_sentiment", "news_count", "news_stalled")
+#: the news columns a model may take as inputs (``ohlcv train --news``)
+NEWS_FEATURE_NAMES = ("news_sentiment", "news_count")
 FEATURE_COLUMNS: tuple[str, ...] = (
-    "symbol", "interval", "open_time", *FEATURE_NAMES, "window_complete", "bars_missing_in_window",
-    "window_has_repair", "feature_version", "feature_set_version", "reason", *BAR_COLUMNS,
-    "bar_repaired", "carry", "event_seq", "emitted_at",
+    "symbol", "interval", "open_time", *FEATURE_NAMES, *NEWS_COLUMNS, "window_complete",
+    "bars_missing_in_window", "window_has_repair", "feature_version", "feature_set_version", "reason",
+    *BAR_COLUMNS, "bar_repaired", "carry", "event_seq", "emitted_at",
 )  # fmt: skip
 
 
@@ -63,6 +67,15 @@ class _FeatureRowBase(BaseModel):
         "features continue from"
     )
     emitted_at: int = Field(description="ms since epoch when the topology emitted the row")
+    news_sentiment: float | None = Field(
+        description="mean VADER score of the stories tagged with the symbol fetched in the "
+        "NEWS_FEATURE_WINDOW before the close (less NEWS_FEATURE_DELAY); null: none"
+    )
+    news_count: int = Field(ge=0, description="how many stories news_sentiment averages")
+    news_stalled: bool = Field(
+        description="no story from any source in the NEWS_SOURCE_STALL_THRESHOLD_SEC before the close "
+        "(less the delay): the news input was stalled"
+    )
 
 
 #: the row model: the base fields and one nullable float per feature (formula as description)

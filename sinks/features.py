@@ -24,7 +24,7 @@ _TYPES: dict[str, Any] = {
     "open_time": ARROW_TS, "emitted_at": ARROW_TS, "window_complete": pa.bool_(),
     "window_has_repair": pa.bool_(), "bar_repaired": pa.bool_(), "bars_missing_in_window": pa.uint16(),
     "feature_version": pa.uint32(), "feature_set_version": pa.uint16(), "event_seq": pa.uint64(),
-    "carry": pa.list_(pa.float64()),
+    "carry": pa.list_(pa.float64()), "news_count": pa.uint32(), "news_stalled": pa.bool_(),
 }  # fmt: skip
 _DICTIONARY = ("symbol", "interval", "reason")
 _FIELDS = operator.itemgetter(*FEATURE_COLUMNS)

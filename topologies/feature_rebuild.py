@@ -31,17 +31,18 @@ from typing import Any
 from clickhouse_connect.driver.client import Client
 
 from indicators.definitions import FEATURE_NAMES, ROW_FLAGS
-from schemas.features import BAR_COLUMNS
+from schemas.features import BAR_COLUMNS, NEWS_COLUMNS
 from schemas.intervals import interval_ms
 from schemas.klines import Candle
 from sinks.features import write_features
 from topologies.feature_logic import CandleKind, FeatureStream, MemoryState
+from topologies.news_features import NewsBook
 
 DEFAULT_CHUNK_BARS = 50_000
 REL = 1e-12
 
 #: the compared values of a row, in this order
-_COMPARED = (*FEATURE_NAMES, *ROW_FLAGS, *BAR_COLUMNS, "bar_repaired")
+_COMPARED = (*FEATURE_NAMES, *NEWS_COLUMNS, *ROW_FLAGS, *BAR_COLUMNS, "bar_repaired")
 
 SQL_SPAN = (
     "SELECT toUnixTimestamp64Milli(min(open_time)), toUnixTimestamp64Milli(max(open_time)), count() "
@@ -125,9 +126,11 @@ def rebuild_features(
     end_ms: int | None = None,
     chunk_bars: int = DEFAULT_CHUNK_BARS,
     progress: Progress | None = None,
+    news: NewsBook | None = None,
 ) -> RebuildResult:
     """Derive and write the feature rows of one stream's stored candles in ``[start_ms,
-    end_ms)`` (None: the stored edge), as the module says."""
+    end_ms)`` (None: the stored edge), as the module says. Their news columns come from
+    ``news`` (None: every story stored in ``news_articles``; ``topologies.news_features``)."""
     t0 = time.perf_counter()
     step = interval_ms(interval)
     p = {"s": symbol, "i": interval}
@@ -146,6 +149,9 @@ def rebuild_features(
     total = int(total)
     stream = FeatureStream()
     state = MemoryState()
+    if news is None:
+        news = NewsBook()
+        news.seed(client)
     now_ms = int(time.time() * 1000)
     cursor, derived, written, missing = begin - 1, 0, 0, 0
     while cursor < last:
@@ -172,6 +178,7 @@ def rebuild_features(
         derived_rows = stream.apply_many(candles, kinds, state)
         if not isinstance(derived_rows, list):  # in-order new bars never reach behind the state
             raise RuntimeError(f"feature rebuild of {symbol} {interval}: bars out of order at {a}")
+        news.annotate(derived_rows)
         out = []
         for row in derived_rows:
             t = row["open_time"]

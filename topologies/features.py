@@ -9,8 +9,10 @@ the candle events topic (values JSON, keys ``SYMBOL:interval``):
    ``feature_version`` + 1). ``partial_*`` events carry no closed bar; ``gap_detected`` and
    ``gap_repaired`` change nothing by themselves: the state sees the hole from the open times of
    the bars, and the late fills that close it arrive as ``append`` (``late: true``) events;
-2. ``publish``: each row -> ``ohlcv.features``;
-3. ``sink``: the rows -> ``feature_snapshots``.
+2. ``update``: the rows' news columns (``topologies.news_features``: rolling news sentiment of
+   the symbol as known at the close, and whether the news input was stalled);
+3. ``publish``: each row -> ``ohlcv.features``;
+4. ``sink``: the rows -> ``feature_snapshots``.
 
 Re-seed: on the first event of a stream in a process (and after a failed checkpoint) its state
 is rebuilt from ``feature_snapshots`` (the newest ``ring_bars`` rows, with their bars, flags and carries); the
@@ -47,6 +49,7 @@ from topologies.feature_logic import (
     ring_bars,
     ring_cover,
 )
+from topologies.news_features import NewsBook
 from topologies.producing import FastProducer
 from topologies.state_cache import CheckpointStates
 
@@ -164,6 +167,22 @@ def make_feature_step(
     return apply
 
 
+def news_step(book: NewsBook, wait_s: float = 60.0) -> Any:
+    """The rows' news columns; the first record waits (at most ``wait_s``) until the book has
+    read every story published before the process started."""
+    waited = False
+
+    def annotate(rows: list[dict[str, Any]]) -> None:
+        nonlocal waited
+        if not waited:
+            if not book.ready.wait(wait_s):
+                logger.warning("news book not caught up after %.0fs: rows may miss stories", wait_s)
+            waited = True
+        book.annotate(rows)
+
+    return annotate
+
+
 def published(row: dict[str, Any]) -> bytes:
     """A row as ``ohlcv.features`` carries it (schemas.features): the whole row."""
     return orjson.dumps(row)
@@ -189,10 +208,12 @@ def build_features(
     history: History,
     features_topic: Topic,
     sink: BaseSink | None,
+    news: NewsBook | None = None,
 ) -> StreamingDataFrame:
     """Wire the feature steps onto ``sdf`` (the candle events topic). Returns the rows frame
     (one list of rows per event). A sink that takes flush hooks also writes the step's
-    checkpoint-scoped state views at each checkpoint."""
+    checkpoint-scoped state views at each checkpoint. ``news``: the stories the rows' news
+    columns read (``topologies.news_features``; None: an empty book, no news, stalled)."""
     states: CheckpointStates | None = None
     tally = _Tally()
     if sink is not None and hasattr(sink, "add_flush_hook"):
@@ -200,6 +221,7 @@ def build_features(
         sink.add_flush_hook(states.flush)
         sink.add_flush_hook(tally.flush)  # a stream gone quiet still counts its last rows
     out = sdf.apply(make_feature_step(stream, history, states, tally), stateful=True)
+    out = out.update(news_step(news or NewsBook()))
     out = out.update(FeaturePublisher(sdf.processing_context.producer, features_topic), metadata=True)
     if sink is not None:
         out.sink(sink)

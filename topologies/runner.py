@@ -11,7 +11,7 @@ from __future__ import annotations
 import gc
 import logging
 import time
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -41,6 +41,7 @@ from topologies.candle_logic import CandleStateMachine
 from topologies.candles import build_candles
 from topologies.feature_logic import FeatureStream
 from topologies.features import build_features
+from topologies.news_features import NewsBook, NewsFeatureConfig, NewsTail
 from topologies.resample import Resampler
 from topologies.scoring import build_scoring
 from topologies.seed import ClickHouseLookup, FeatureHistory
@@ -85,6 +86,10 @@ class TopologyConfig:
     news_raw_topic: str = NEWS_RAW.name
     news_articles_topic: str = NEWS_ARTICLES.name
     symbols: tuple[str, ...] = ()
+    #: feature rows read news.articles for their news columns (with NEWS_RSS_FEEDS set); off:
+    #: the columns say "no news, stalled"
+    news_features: bool = False
+    news_feature: NewsFeatureConfig = field(default_factory=NewsFeatureConfig)
 
     @classmethod
     def from_settings(cls, settings: Settings, broker_address: str) -> TopologyConfig:
@@ -102,6 +107,8 @@ class TopologyConfig:
             model_poll_s=settings.model_poll_interval,
             news=bool(settings.news_rss_feeds),
             symbols=tuple(settings.symbols),
+            news_features=bool(settings.news_rss_feeds),
+            news_feature=NewsFeatureConfig.from_settings(settings),
         )
 
 
@@ -154,8 +161,13 @@ def add_features(app: Application, cfg: TopologyConfig, events: Topic) -> None:
     )
     history = FeatureHistory(make_client(cfg.clickhouse_url, cfg.clickhouse_database))
     sink = ClickHouseFeatureSink(cfg.clickhouse_url, cfg.clickhouse_database)
+    book = NewsBook(cfg.news_feature)
+    if cfg.news_features:
+        book.seed(make_client(cfg.clickhouse_url, cfg.clickhouse_database))
+        consumer: dict[str, Any] = dict(EMBEDDED_CONSUMER_CONFIG) if cfg.embedded_broker else {}
+        NewsTail(book, cfg.broker_address, cfg.news_articles_topic, consumer).start()
     build_features(app.dataframe(events), stream=FeatureStream(), history=history,
-                   features_topic=features, sink=sink)  # fmt: skip
+                   features_topic=features, sink=sink, news=book)  # fmt: skip
 
 
 def add_scoring(app: Application, cfg: TopologyConfig) -> None:

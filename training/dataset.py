@@ -10,6 +10,7 @@ from clickhouse_connect.driver.client import Client
 
 from indicators.definitions import FEATURE_NAMES, FEATURE_SET_VERSION
 from ohlcv.errors import OhlcvError
+from schemas.features import NEWS_FEATURE_NAMES
 from schemas.intervals import interval_ms
 from training.labels import forward_labels
 
@@ -40,11 +41,14 @@ def load_rows(
     horizon: int = 5,
     dead_zone: float = 0.0,
     include_incomplete: bool = False,
+    news: bool = False,
 ) -> TrainingRows:
     """Labelled feature rows with open time in ``[start_ms, end_ms]`` (None: unbounded). The
-    labels look ``horizon`` bars past ``end_ms``, so the read extends that far."""
+    labels look ``horizon`` bars past ``end_ms``, so the read extends that far. ``news``: the
+    news columns (``news_sentiment``, ``news_count``) are inputs too."""
     step = interval_ms(interval)
-    cols = ", ".join(FEATURE_NAMES)
+    names = (*FEATURE_NAMES, *NEWS_FEATURE_NAMES) if news else FEATURE_NAMES
+    cols = ", ".join(names)
     where = ["symbol = {s:String}", "interval = {i:String}", "feature_set_version = {v:UInt16}"]
     params: dict[str, object] = {"s": symbol, "i": interval, "v": FEATURE_SET_VERSION}
     if start_ms is not None:
@@ -82,7 +86,7 @@ def load_rows(
         t[keep],
         x[keep],
         y[keep],
-        FEATURE_NAMES,
+        names,
         int((labelled & ~complete).sum()) if not include_incomplete else 0,
         int((in_range & np.isnan(y)).sum()),
     )

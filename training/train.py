@@ -42,6 +42,7 @@ class TrainConfig:
     validation_fraction: float = 0.2
     include_incomplete: bool = False
     threshold: float = 0.5  #: INFERENCE_PROB_THRESHOLD, for accuracy
+    news_features: bool = False  #: news_sentiment and news_count as inputs (``--news``)
     params: dict[str, Any] = field(
         default_factory=lambda: {
             "iterations": 300,
@@ -111,6 +112,7 @@ def train_model(
             horizon=cfg.horizon,
             dead_zone=cfg.dead_zone,
             include_incomplete=cfg.include_incomplete,
+            news=cfg.news_features,
         )
         tr, va = time_split(rows.open_times, interval_ms(interval), cfg.horizon, cfg.validation_fraction)
         for name, idx in (("training", tr), ("validation", va)):

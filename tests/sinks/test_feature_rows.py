@@ -9,6 +9,7 @@ from schemas.features import FEATURE_COLUMNS, RowBlock
 from sinks.features import block_table, feature_table, write_features
 from tests.topologies.helpers import DictState, xrp_candles
 from topologies.feature_logic import FeatureStream
+from topologies.news_features import NewsBook
 
 
 def _page_and_singles() -> tuple[RowBlock, list[dict[str, object]]]:
@@ -21,6 +22,14 @@ def _page_and_singles() -> tuple[RowBlock, list[dict[str, object]]]:
         out = fs.apply(c, "new", state)
         assert isinstance(out, list)
         singles += out
+    news = NewsBook()  # stories over the span: some rows average some, some are stalled
+    t0 = cs[0].open_time
+    news.add_many(
+        (f"a{k}", t0 + k * 1_500_000, ["XRPUSDT"] if k % 2 else [], k / 20 - 0.4) for k in range(16)
+    )
+    news.annotate(block)
+    news.annotate(singles)
+    assert {r["news_stalled"] for r in [*block, *singles]} == {True, False}
     for i, r in enumerate([*block, *singles]):
         r["event_seq"], r["emitted_at"] = 7 if i < 600 else i, 1_700_000_000_000
     block.columns["event_seq"], block.columns["emitted_at"] = [7], [1_700_000_000_000]

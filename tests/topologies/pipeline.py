@@ -10,8 +10,18 @@ from confluent_kafka import Producer
 
 from ohlcv.infra.kafka import ensure_topics
 from schemas.klines import Candle
-from schemas.topics import CANDLE_EVENTS, DEAD_LETTER, FEATURES, GAP_QUEUE, RAW_KLINES, SCORES, TopicSpec
+from schemas.topics import (
+    CANDLE_EVENTS,
+    DEAD_LETTER,
+    FEATURES,
+    GAP_QUEUE,
+    NEWS_ARTICLES,
+    RAW_KLINES,
+    SCORES,
+    TopicSpec,
+)
 from streams.replay import replay_to_kafka
+from topologies.news_features import NewsFeatureConfig, NewsTail
 from topologies.runner import TopologyConfig, build_application
 
 
@@ -19,7 +29,7 @@ def unique_topics(broker: str, prefix: str) -> dict[str, str]:
     names = {}
     specs = []
     roles = (("raw", RAW_KLINES), ("events", CANDLE_EVENTS), ("dead", DEAD_LETTER), ("gap_queue", GAP_QUEUE),
-             ("features", FEATURES), ("scores", SCORES))  # fmt: skip
+             ("features", FEATURES), ("scores", SCORES), ("news_articles", NEWS_ARTICLES))  # fmt: skip
     for role, spec in roles:
         s = TopicSpec(name=prefix + spec.name, key=spec.key, value_schema={}, description="",
                       partitions=spec.partitions, retention_ms=spec.retention_ms)  # fmt: skip
@@ -55,13 +65,18 @@ def produce(
 
 def run_topology(broker: str, topics: dict[str, str], ch_url: str, ch_db: str, state_dir: Path,
                  *, idle_timeout_s: float = 6.0, resample: tuple[str, ...] = ("5m", "1h"),
-                 group: str | None = None, features: bool = False) -> None:  # fmt: skip
+                 group: str | None = None, features: bool = False,
+                 news_feature: NewsFeatureConfig | None = None) -> None:  # fmt: skip
     cfg = TopologyConfig(
         broker_address=broker, clickhouse_url=ch_url, clickhouse_database=ch_db,
         consumer_group=group or f"g-{uuid.uuid4().hex[:8]}", state_dir=state_dir,
         embedded_broker=True, resample_intervals=resample, raw_topic=topics["raw"],
         events_topic=topics["events"], deadletter_topic=topics["dead"], features=features,
-        features_topic=topics["features"],
+        features_topic=topics["features"], news_features=news_feature is not None,
+        news_feature=news_feature or NewsFeatureConfig(), news_articles_topic=topics["news_articles"],
     )  # fmt: skip
     app = build_application(cfg)
-    app.run(timeout=idle_timeout_s)
+    try:
+        app.run(timeout=idle_timeout_s)
+    finally:
+        NewsTail.stop_all()
