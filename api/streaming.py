@@ -318,13 +318,18 @@ class WsSession:
                 c.inc()
 
     async def _stream_news(self, sub: Subscription) -> None:
-        """News stories as they are stored (not sequenced: a client that missed some reads
-        ``/api/news/recent?since_ts``), those tagged with the stream's symbol unless it asked
+        """News stories as they are stored from the session's start on (not sequenced: a client
+        that missed some reads ``/api/news/recent?since_ts``), those tagged with the stream's symbol unless it asked
         for all."""
+        since = int(time.time() * 1000)
         await self._opened.wait()
         every = self.req.news == "all"
         while True:
             ev = await sub.queue.get()
+            # stories stored since the session began: the hub's start position may re-read a
+            # few older ones (a broker reporting its end a batch short), /api/news/recent has those
+            if ev.data.get("ingested_at", since) < since:
+                continue
             if every or self.st.symbol in ev.data["symbols"]:
                 await self.ws.send_text(ev.text)
                 c = self._counter("news")

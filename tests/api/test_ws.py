@@ -477,8 +477,12 @@ def test_news_true_sends_the_streams_stories_and_news_all_every_story(
         ready.wait()
         p = Producer({"bootstrap.servers": broker})
         p.produce(news_topic, key=b"junk", value=b"not json")  # skipped, the session goes on
+        # stored before the sessions began: theirs to read from /api/news/recent, not an event
+        old = {**stories[0], "article_id": "old", "ingested_at": int(time.time() * 1000) - 60_000}
+        p.produce(news_topic, key=b"old", value=orjson.dumps(old))
         for s in stories:
             assert s is not None
+            s["ingested_at"] = int(time.time() * 1000)  # as the news topology stores it
             p.produce(news_topic, key=s["article_id"].encode(), value=orjson.dumps(s))
         p.flush(10)
         for f in futs:
