@@ -48,6 +48,7 @@ from sinks.scores import ScoreRows
 from tests.topologies.helpers import PlainState, xrp_candles
 from tests.topologies.pipeline import unique_topics
 from topologies.feature_logic import FeatureStream
+from topologies.news_features import NewsBook
 from topologies.runner import TopologyConfig, build_scoring_application, tune_gc
 from training.train import train_model
 
@@ -156,6 +157,7 @@ def train_year(d: str) -> dict[str, Any]:
     t0 = time.perf_counter()
     for at in range(0, len(cs), 5000):
         rows = fs.apply_many(cs[at : at + 5000], ["new"] * len(cs[at : at + 5000]), state)
+        NewsBook().annotate(rows)
         write_features(ch, [dict(r, event_seq=1, emitted_at=0) for r in rows])
     feats_s = time.perf_counter() - t0
     t0 = time.perf_counter()
@@ -175,6 +177,7 @@ def main(parts: tuple[str, ...] = ("throughput", "reports", "latency", "training
     rows: list[dict[str, Any]] = []
     for at in range(0, len(cs), 1000):
         rows += fs.apply_many(cs[at : at + 1000], ["new"] * len(cs[at : at + 1000]), state)
+    NewsBook().annotate(rows)
     rows = [dict(r, event_seq=1, emitted_at=0) for r in rows]
     out: dict[str, Any] = {}
     with EmbeddedBroker() as broker, tempfile.TemporaryDirectory() as d:

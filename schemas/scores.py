@@ -45,3 +45,5 @@ class ScoreRow(BaseModel):
     event_seq: int = Field(ge=0, description="the candle event behind the feature row (0: a rebuild)")
     feature_emitted_at: int = Field(description="ms since epoch when the feature row was emitted")
     scored_at: int = Field(description="ms since epoch when the row was scored")
+    bar_open: float = Field(description="the scored bar's open (the risk engine fills at it)")
+    bar_close: float = Field(description="the scored bar's close (the risk engine marks at it)")

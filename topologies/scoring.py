@@ -39,6 +39,7 @@ def score_row(row: dict[str, Any], model: Any, threshold: float, now_ms: int) ->
         "window_complete": row["window_complete"], "window_has_repair": row["window_has_repair"],
         "bars_missing_in_window": row["bars_missing_in_window"], "reason": row["reason"],
         "event_seq": row["event_seq"], "feature_emitted_at": row["emitted_at"], "scored_at": now_ms,
+        "bar_open": row["open"], "bar_close": row["close"],
     }  # fmt: skip
 
 

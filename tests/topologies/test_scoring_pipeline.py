@@ -27,6 +27,7 @@ from tests.topologies.helpers import PlainState, xrp_candles
 from tests.topologies.pipeline import unique_topics
 from tests.topologies.test_features_pipeline import consume_all
 from topologies.feature_logic import FeatureStream
+from topologies.news_features import NewsBook
 from topologies.runner import TopologyConfig, build_scoring_application
 from training.train import TrainConfig, train_model
 
@@ -40,6 +41,7 @@ def _rows(fs: FeatureStream, state: PlainState, cs: list[Any]) -> list[dict[str,
         out += fs.apply_many(cs[at : at + 1000], ["new"] * len(cs[at : at + 1000]), state)
     for r in out:
         r["event_seq"], r["emitted_at"] = 1, 1_700_000_000_000
+    NewsBook().annotate(out)  # no news: the columns say so
     return [dict(r) for r in out]
 
 
