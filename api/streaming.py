@@ -318,9 +318,9 @@ class WsSession:
                 c.inc()
 
     async def _stream_news(self, sub: Subscription) -> None:
-        """News stories as they are stored from the session's start on (not sequenced: a client
-        that missed some reads ``/api/news/recent?since_ts``), those tagged with the stream's symbol unless it asked
-        for all."""
+        """News stories as they are stored from the session's start on (not sequenced: a
+        client that missed some reads ``/api/news/recent?since_ts``), those tagged with the
+        stream's symbol unless it asked for all."""
         since = int(time.time() * 1000)
         await self._opened.wait()
         every = self.req.news == "all"

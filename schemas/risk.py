@@ -16,7 +16,9 @@ class RiskLimits(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    max_position_notional: float = Field(default=10_000.0, gt=0, description="largest position, quote currency")
+    max_position_notional: float = Field(
+        default=10_000.0, gt=0, description="largest position, quote currency"
+    )
     max_daily_loss: float = Field(
         default=500.0, gt=0, description="loss since the UTC day's first mark that stops the book for the day"
     )

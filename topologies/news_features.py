@@ -196,7 +196,8 @@ class NewsTail(threading.Thread):
                         a = orjson.loads(m.value())
                         self.book.add(a["article_id"], a["fetched_at"], a["symbols"], a["sentiment"])
                     except (orjson.JSONDecodeError, KeyError, TypeError, ValueError):
-                        logger.warning("news.articles record at %s:%s is not a story", m.partition(), m.offset())
+                        where = f"{m.partition()}:{m.offset()}"
+                        logger.warning("news.articles record at %s is not a story", where)
                     if m.partition() in behind and m.offset() + 1 >= ends[m.partition()]:
                         behind.discard(m.partition())
                 # a broker may report the end a batch short (the embedded one does): caught up
