@@ -185,6 +185,22 @@ class Settings(BaseSettings):
         default=30.0, ge=0, le=3600,
         description="NEWS_FEATURE_DELAY: a row counts news fetched this long before its bar closed",
     )  # fmt: skip
+    # --- risk (simulated books) ---------------------------------------------------------------
+    risk_enabled: bool = Field(default=True, description="RISK_ENABLED: run the risk topology in `ohlcv up`")
+    risk_initial_equity: float = Field(default=10_000.0, gt=0, description="RISK_INITIAL_EQUITY per stream")
+    risk_max_position_notional: float = Field(
+        default=10_000.0, gt=0, description="RISK_MAX_POSITION_NOTIONAL"
+    )
+    risk_max_daily_loss: float = Field(default=500.0, gt=0, description="RISK_MAX_DAILY_LOSS")
+    risk_max_drawdown: float = Field(default=0.2, gt=0, lt=1, description="RISK_MAX_DRAWDOWN (fraction)")
+    risk_stop_loss_pct: float = Field(default=0.02, gt=0, lt=1, description="RISK_STOP_LOSS_PCT (fraction)")
+    risk_cooldown_bars: int = Field(default=15, ge=0, description="RISK_COOLDOWN_BARS")
+    risk_fee_bps: float = Field(default=10.0, ge=0, le=1000, description="RISK_FEE_BPS")
+    risk_slippage_bps: float = Field(default=5.0, ge=0, le=1000, description="RISK_SLIPPAGE_BPS")
+    risk_metrics_interval: float = Field(default=5.0, gt=0, description="RISK_METRICS_INTERVAL: seconds")
+    risk_limits_poll_interval: float = Field(
+        default=5.0, gt=0, description="RISK_LIMITS_POLL_INTERVAL: seconds between reads of risk_limits"
+    )
     clickhouse_url: str = Field(default="", description="empty: chdb under DATA_DIR")
 
     # --- Binance -------------------------------------------------------------------------

@@ -16,6 +16,7 @@ from schemas.events import CandleEvent, DeadLetter
 from schemas.features import FeatureRow
 from schemas.klines import MAX_BATCH
 from schemas.news import NewsArticle, RawNewsEntry
+from schemas.risk import RiskDecision, RiskFill, RiskMark
 from schemas.scores import ScoreRow
 
 DAY_MS = 86_400_000
@@ -169,6 +170,21 @@ NEWS_ARTICLES = TopicSpec(
     retention_ms=30 * DAY_MS,
 )
 
+RISK_EVENTS = TopicSpec(
+    name="risk.events",
+    key="'SYMBOL:interval' (UTF-8)",
+    value_schema={
+        "oneOf": [
+            RiskDecision.model_json_schema(),
+            RiskFill.model_json_schema(),
+            RiskMark.model_json_schema(),
+        ]
+    },
+    description="Each stream's simulated book: a decision per scored bar (enter, exit, stop, hold, refused "
+    "with a reason), each fill at the next bar's open, the mark at each close (topologies/risk.py).",
+    retention_ms=30 * DAY_MS,
+)
+
 ALL_TOPICS: tuple[TopicSpec, ...] = (
     RAW_KLINES,
     CANDLE_EVENTS,
@@ -179,6 +195,7 @@ ALL_TOPICS: tuple[TopicSpec, ...] = (
     LOCKS,
     NEWS_RAW,
     NEWS_ARTICLES,
+    RISK_EVENTS,
 )
 
 

@@ -29,6 +29,7 @@ PACKAGES = (
     "reports",
     "retrain",
     "news",
+    "risk",
 )
 #: product modules allowed to import the fakes: the demo composition
 FAKES_USERS = {"ohlcv.demo"}

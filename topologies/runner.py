@@ -23,6 +23,8 @@ from ohlcv.infra.clickhouse import make_client
 from ohlcv.settings import Settings
 from registry.loader import ProductionModels
 from registry.store import Registry
+from risk.store import default_limits
+from schemas.risk import RiskLimits
 from schemas.topics import (
     CANDLE_EVENTS,
     DEAD_LETTER,
@@ -30,6 +32,7 @@ from schemas.topics import (
     NEWS_ARTICLES,
     NEWS_RAW,
     RAW_KLINES,
+    RISK_EVENTS,
     SCORES,
     TopicSpec,
 )  # fmt: skip
@@ -90,6 +93,13 @@ class TopologyConfig:
     #: the columns say "no news, stalled"
     news_features: bool = False
     news_feature: NewsFeatureConfig = field(default_factory=NewsFeatureConfig)
+    #: also run the risk topology (``ohlcv up``); production: ``ohlcv run risk``
+    risk: bool = False
+    risk_events_topic: str = RISK_EVENTS.name
+    risk_limits: RiskLimits = field(default_factory=RiskLimits)
+    risk_initial_equity: float = 10_000.0
+    risk_limits_poll_s: float = 5.0
+    risk_metrics_s: float = 5.0
 
     @classmethod
     def from_settings(cls, settings: Settings, broker_address: str) -> TopologyConfig:
@@ -109,6 +119,11 @@ class TopologyConfig:
             symbols=tuple(settings.symbols),
             news_features=bool(settings.news_rss_feeds),
             news_feature=NewsFeatureConfig.from_settings(settings),
+            risk=settings.risk_enabled and settings.scoring_enabled,
+            risk_limits=default_limits(settings),
+            risk_initial_equity=settings.risk_initial_equity,
+            risk_limits_poll_s=settings.risk_limits_poll_interval,
+            risk_metrics_s=settings.risk_metrics_interval,
         )
 
 
@@ -185,6 +200,29 @@ def add_scoring(app: Application, cfg: TopologyConfig) -> None:
                   scores_topic=scores, sink=sink)  # fmt: skip
 
 
+def add_risk(app: Application, cfg: TopologyConfig) -> None:
+    """The risk dataframe on the scores topic (``topologies.risk``)."""
+    from risk.metrics import BookGauges
+    from risk.store import LimitsSource, stored_book
+    from sinks.risk import ClickHouseRiskSink
+    from topologies.risk import build_risk
+
+    scores = app.topic(cfg.scores_topic, key_deserializer="str", value_deserializer="json",
+                       config=_topic_config(SCORES))  # fmt: skip
+    events = app.topic(cfg.risk_events_topic, key_serializer="str", value_serializer="bytes",
+                       config=_topic_config(RISK_EVENTS))  # fmt: skip
+    client = make_client(cfg.clickhouse_url, cfg.clickhouse_database)
+    seed_client = make_client(cfg.clickhouse_url, cfg.clickhouse_database)
+    gauges = BookGauges(cfg.risk_metrics_s)
+    gauges.start()
+    build_risk(
+        app.dataframe(scores), limits=LimitsSource(client, cfg.risk_limits, cfg.risk_limits_poll_s),
+        seed=lambda s, i: stored_book(seed_client, s, i), initial_equity=cfg.risk_initial_equity,
+        events_topic=events, sink=ClickHouseRiskSink(cfg.clickhouse_url, cfg.clickhouse_database),
+        on_book=gauges.update,
+    )  # fmt: skip
+
+
 def add_news(app: Application, cfg: TopologyConfig) -> None:
     """The news dataframe on ``news.raw`` (``topologies.news``), its dedup memory seeded from
     the stored articles of the last 30 days."""
@@ -243,6 +281,8 @@ def build_application(cfg: TopologyConfig) -> Application:
         add_features(app, cfg, events)
     if cfg.scoring:
         add_scoring(app, cfg)
+    if cfg.risk:
+        add_risk(app, cfg)
     if cfg.news:
         add_news(app, cfg)
     return app
@@ -262,10 +302,25 @@ def build_scoring_application(cfg: TopologyConfig) -> Application:
     return app
 
 
+def build_risk_application(cfg: TopologyConfig) -> Application:
+    """The risk topology alone (``ohlcv run risk``), in its own consumer group."""
+    app = make_application(cfg)
+    add_risk(app, cfg)
+    return app
+
+
+def risk_main(settings: Settings, broker_address: str | None = None) -> None:
+    """``ohlcv run risk``: run the risk topology until SIGINT/SIGTERM."""
+    address = broker_address or settings.kafka_broker_address
+    cfg = replace(TopologyConfig.from_settings(settings, address), consumer_group="ohlcv-risk")
+    build_risk_application(cfg).run()
+
+
 def main(settings: Settings, broker_address: str | None = None) -> None:
     """``ohlcv run candles``: run the candle topologies until SIGINT/SIGTERM."""
     address = broker_address or settings.kafka_broker_address
-    cfg = replace(TopologyConfig.from_settings(settings, address), features=False, scoring=False, news=False)
+    cfg = replace(TopologyConfig.from_settings(settings, address), features=False, scoring=False, news=False,
+                  risk=False)  # fmt: skip
     app = build_application(cfg)
     tune_gc()
     app.run()

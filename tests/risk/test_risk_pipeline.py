@@ -1,0 +1,132 @@
+"""The risk topology on the real broker and chDB against the batch backtest (``risk.backtest``,
+written apart): real XRP 1m candles (a real outage included, so some windows are incomplete),
+their feature rows, scores from a fixed rule on the 5-bar return (the engine does not care which
+model), a limits change half-way. Same fills, positions and equity curve to the cent; a replay
+of the whole topic after the book is stored fills nothing twice."""
+
+from __future__ import annotations
+
+import math
+import uuid
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+from clickhouse_connect.driver.client import Client
+from confluent_kafka import Producer
+
+from ohlcv.infra.kafka import ensure_topics
+from risk.backtest import backtest
+from risk.store import put_limits
+from schemas.risk import RiskLimits
+from schemas.topics import RISK_EVENTS, SCORES, TopicSpec
+from sinks.clickhouse_bulk import insert_candles
+from sinks.scores import write_scores
+from tests.topologies.helpers import PlainState, xrp_candles
+from topologies.feature_logic import FeatureStream
+from topologies.runner import TopologyConfig, build_risk_application
+
+pytestmark = [pytest.mark.broker, pytest.mark.clickhouse, pytest.mark.slow]
+
+LIMITS = RiskLimits(max_position_notional=5_000, max_daily_loss=60, max_drawdown=0.03, stop_loss_pct=0.004,
+                    cooldown_bars=20, fee_bps=7.5, slippage_bps=2)  # fmt: skip
+EQUITY = 10_000.0
+
+
+def _outage_span() -> tuple[Any, ...]:
+    """8,000 real bars around the dump's first outage (bars missing from the exchange)."""
+    cs = xrp_candles()
+    gap = next(k for k in range(1, len(cs)) if cs[k].open_time - cs[k - 1].open_time > 60_000)
+    return cs[max(0, gap - 4000) : gap + 4000]
+
+
+def _scores(cs: tuple[Any, ...]) -> list[dict[str, Any]]:
+    fs, state = FeatureStream(), PlainState()
+    rows = fs.apply_many(list(cs), ["new"] * len(cs), state)
+    out = []
+    for k, r in enumerate(rows):
+        z = r["ret_5"] if r["ret_5"] is not None else 0.0
+        p = 1 / (1 + math.exp(-600 * z))
+        out.append({
+            "symbol": "XRPUSDT", "interval": "1m", "open_time": r["open_time"], "score_version": 1,
+            "feature_version": 1, "feature_set_version": 1, "model_id": "rule-ret5", "model_version": 1,
+            "probability": p, "decision": p >= 0.5, "threshold": 0.5,
+            "window_complete": r["window_complete"], "window_has_repair": False,
+            "bars_missing_in_window": r["bars_missing_in_window"], "reason": "new",
+            "event_seq": k + 1, "feature_emitted_at": 1_700_000_000_000 + k,
+            "scored_at": 1_700_000_000_000 + k,
+            "bar_open": r["open"], "bar_close": r["close"],
+        })  # fmt: skip
+    return out
+
+
+def _run(broker: str, ch_url: str, ch_db: str, topics: dict[str, str], group: str, state: Path) -> None:
+    cfg = TopologyConfig(
+        broker_address=broker, clickhouse_url=ch_url, clickhouse_database=ch_db, consumer_group=group,
+        state_dir=state, scores_topic=topics["scores"], risk_events_topic=topics["events"], risk=True,
+        risk_limits=LIMITS, risk_initial_equity=EQUITY, risk_limits_poll_s=0.0,
+    )  # fmt: skip
+    build_risk_application(cfg).run(timeout=5)
+
+
+def test_stream_equals_the_backtest_to_the_cent_and_a_replay_fills_nothing_twice(
+    broker: str, ch: Client, ch_url: str, ch_db: str, tmp_path: Path
+) -> None:
+    prefix = f"t{uuid.uuid4().hex[:6]}."
+    topics = {"scores": prefix + SCORES.name, "events": prefix + RISK_EVENTS.name}
+    ensure_topics(broker, tuple(TopicSpec(n, "", {}, "", partitions=1) for n in topics.values()))
+    cs = _outage_span()
+    insert_candles(ch, cs)
+    scores = _scores(cs)
+    assert sum(not s["window_complete"] for s in scores) > 50  # the outage's windows
+    write_scores(ch, scores)
+    # tighter limits from the middle bar on, for the stream and the backtest alike
+    mid = scores[len(scores) // 2]["open_time"]
+    put_limits(ch, LIMITS.model_copy(update={"max_position_notional": 2_500, "cooldown_bars": 5}), mid)
+    p = Producer({"bootstrap.servers": broker, "linger.ms": 5})
+    for s in scores:
+        p.produce(topics["scores"], key=b"XRPUSDT:1m", value=orjson.dumps(s))
+    p.flush(30)
+    _run(broker, ch_url, ch_db, topics, "risk-a", tmp_path / "s1")
+
+    ref = backtest(
+        ch, "XRPUSDT", "1m", start_ms=None, end_ms=None, initial_equity=EQUITY, default_limits=LIMITS
+    )
+    fills = ch.query(
+        "SELECT toUnixTimestamp64Milli(open_time), side, reason, qty, price, fee, cash_after, realized_pnl, "
+        "toUnixTimestamp64Milli(decided_at) FROM risk_fills FINAL ORDER BY open_time"
+    ).result_rows
+    want = [(f["open_time"], f["side"], f["reason"], f["qty"], f["price"], f["fee"], f["cash_after"],
+             f["realized_pnl"], f["decided_at"]) for f in ref.fills]  # fmt: skip
+    assert len(fills) == len(want) > 20
+    for got, exp in zip(fills, want, strict=True):
+        assert got[:3] == exp[:3] and got[8] == exp[8]
+        assert all(abs(a - b) < 0.005 for a, b in zip(got[5:8], exp[5:8], strict=True))  # fee, cash, pnl
+        assert got[3] == pytest.approx(exp[3], rel=1e-12) and got[4] == pytest.approx(exp[4], rel=1e-12)
+    curve = ch.query(
+        "SELECT toUnixTimestamp64Milli(open_time), equity, cash, position_qty, drawdown "
+        "FROM risk_state FINAL ORDER BY open_time"
+    ).result_rows
+    assert len(curve) == len(ref.curve) == len(scores)
+    for got, exp in zip(curve, ref.curve.itertuples(index=False), strict=True):
+        assert got[0] == exp.open_time and abs(got[1] - exp.equity) < 0.005 and abs(got[2] - exp.cash) < 0.005
+        assert got[3] == pytest.approx(exp.qty, rel=1e-12, abs=1e-12)
+    outcomes = dict(
+        ch.query("SELECT outcome, count() FROM risk_decisions FINAL GROUP BY outcome").result_rows
+    )
+    assert outcomes == ref.decisions
+    reasons = {r for (r,) in ch.query("SELECT DISTINCT reason FROM risk_decisions FINAL").result_rows}
+    assert {"window_incomplete", "stop_loss", "cooldown", "model_long", "model_flat"} <= reasons
+    # the position is the last fill's; the limits change shows in the fills' size
+    (qty,) = ch.query("SELECT qty FROM risk_positions FINAL").result_rows[0]
+    assert qty == pytest.approx(fills[-1][3] if fills[-1][1] == "buy" else 0.0)
+    assert max(f[3] * f[4] for f in fills if f[1] == "buy" and f[0] > mid) < 2_500.01
+    assert max(f[3] * f[4] for f in fills if f[1] == "buy" and f[0] < mid) > 2_500
+
+    # a replay of the whole topic (another group, a fresh state dir, as after a kill -9 that lost
+    # the local state): every bar is behind the stored book, nothing is filled or written again
+    before = ch.query("SELECT count(), max(at) FROM risk_fills").result_rows[0]
+    _run(broker, ch_url, ch_db, topics, "risk-b", tmp_path / "s2")
+    assert ch.query("SELECT count(), max(at) FROM risk_fills").result_rows[0] == before
+    assert ref.summary["trades"] == sum(1 for f in fills if f[1] == "sell")
