@@ -42,7 +42,7 @@ from api.middleware import RequestContextMiddleware
 from api.models import WsSnapshot
 from api.queries import CandleQueries, ClientPool
 from api.recent_book import RecentBooks
-from api.routes import features, health, metrics, models, monitoring, news, ws
+from api.routes import features, health, metrics, models, monitoring, news, risk, ws
 from api.routes import ohlcv as ohlcv_routes
 from ohlcv.errors import ClickHouseUnavailableError
 from ohlcv.infra.broker import EMBEDDED_CONSUMER_CONFIG
@@ -139,6 +139,7 @@ def create_app(
     app.include_router(features.router)
     app.include_router(monitoring.router)
     app.include_router(news.router)
+    app.include_router(risk.router)
     app.include_router(models.router)
     app.include_router(ws.router)
     app.openapi = functools.partial(_openapi, app)  # type: ignore[method-assign]

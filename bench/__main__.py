@@ -27,6 +27,7 @@ BENCHES = [
     ("Feature rebuild of a year of bulk-loaded history", ["bench.feature_rebuild"]),
     ("Scoring: rows/s vs CatBoost batch predict, latency, reports, training time", ["bench.scoring"]),
     ("News: stories/s vs feedparser's parse rate, poll -> stored latency", ["bench.news"]),
+    ("Risk: score rows/s through the risk topology vs the batch backtest", ["bench.risk"]),
     ("Gap detection to repair", ["bench.gap_repair"]),
     ("API: REST recent latency and WebSocket fan-out", ["bench.api_bench"]),
     ("Peak memory of the demo", ["bench.demo_rss"]),

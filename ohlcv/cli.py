@@ -111,12 +111,14 @@ def demo(verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False) -> N
 from ohlcv.cli_features import features_app  # noqa: E402
 from ohlcv.cli_models import models_app, train_command  # noqa: E402
 from ohlcv.cli_ops import init_command, run_app  # noqa: E402
+from ohlcv.cli_risk import backtest_command  # noqa: E402
 
 app.add_typer(run_app, name="run")
 app.add_typer(features_app, name="features")
 app.add_typer(models_app, name="models")
 app.command("train")(train_command)
 app.command("init")(init_command)
+app.command("backtest")(backtest_command)
 
 
 # --- import: history files into Kafka (replay) or straight into ClickHouse (bulk) -----------

@@ -161,6 +161,17 @@ def run_news(metrics_port: MetricsPort = 9100) -> None:
         poller.stop()
 
 
+@run_app.command("risk")
+def run_risk(metrics_port: MetricsPort = 9100) -> None:
+    """Run the risk topology: one simulated book per stream on ohlcv.scores (risk.events, risk_*)."""
+    settings = production_settings("run risk")
+    _setup_logging()
+    _serve_metrics(metrics_port)
+    from topologies.runner import risk_main
+
+    risk_main(settings)
+
+
 @run_app.command("ingest")
 def run_ingest(metrics_port: MetricsPort = 9100) -> None:
     """Run the Binance sources (websocket, REST repair) that produce raw klines."""

@@ -21,7 +21,7 @@ import yaml
 
 REPO = Path(__file__).resolve().parents[2]
 OHLCV = Path(sys.executable).parent / "ohlcv"
-APP_SERVICES = ("init", "ingest", "candles", "features", "scoring", "monitor", "news", "api")
+APP_SERVICES = ("init", "ingest", "candles", "features", "scoring", "risk", "monitor", "news", "api")
 
 
 def _compose_command(tmp_path: Path) -> tuple[list[str], dict[str, str]]:

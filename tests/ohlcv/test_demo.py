@@ -137,6 +137,13 @@ def test_the_demo_serves_the_sample_through_every_stage(tmp_path: Path) -> None:
         assert {a["source"] for a in news["articles"]} == {"coindesk"}
         sources = {x["source"]: x for x in _get(api, "/api/news/sources").json()}
         assert set(sources) == {"coindesk", "mirror"} and sources["mirror"]["dedup_last_ratio"] == 0.0
+        # risk: the scored stream's simulated book, the feature rows' news columns
+        books = _get(api, "/api/risk/state").json()["books"]
+        assert [(b["symbol"], b["interval"]) for b in books] == [("XRPUSDT", "1m")] and books[0]["equity"] > 0
+        activity = _get(api, "/api/inference/activity/summary").json()
+        assert activity["decisions_5m"] > 0 and activity["status"] in ("warming", "active")
+        latest = _get(api, "/api/features/latest", symbol="XRPUSDT", interval="1m").json()
+        assert "news_stalled" in str(latest)  # the sample's bars are years before any story: stalled
         metrics = httpx.get(f"{api}/metrics", timeout=10).text
         for name in (
             "inference_live_ece{",
@@ -145,6 +152,7 @@ def test_the_demo_serves_the_sample_through_every_stage(tmp_path: Path) -> None:
             "auto_retrain_checks_total",
             "auto_retrain_triggered_total",
             "inference_scores_total",
+            "risk_decisions_total",
         ):
             assert name in metrics, name
     finally:

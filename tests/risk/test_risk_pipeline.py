@@ -130,3 +130,49 @@ def test_stream_equals_the_backtest_to_the_cent_and_a_replay_fills_nothing_twice
     _run(broker, ch_url, ch_db, topics, "risk-b", tmp_path / "s2")
     assert ch.query("SELECT count(), max(at) FROM risk_fills").result_rows[0] == before
     assert ref.summary["trades"] == sum(1 for f in fills if f[1] == "sell")
+
+    # the API over the same books
+    import functools
+
+    from fastapi.testclient import TestClient
+
+    from api.main import create_app
+    from ohlcv.infra.clickhouse import make_client
+    from tests.api.conftest import AUTH, api_settings
+
+    app = create_app(api_settings(symbols=["XRPUSDT"]), broker_address=broker,
+                     clickhouse_client_factory=functools.partial(make_client, ch_url, ch_db))  # fmt: skip
+    with TestClient(app) as api:
+        st = api.get("/api/risk/state", headers=AUTH).json()
+        (book,) = st["books"]
+        assert (
+            book["open_time"] == scores[-1]["open_time"]
+            and abs(book["equity"] - ref.curve["equity"].iloc[-1]) < 0.005
+        )
+        pos = api.get("/api/risk/positions", headers=AUTH).json()
+        assert [p["qty"] for p in pos] == ([fills[-1][3]] if fills[-1][1] == "buy" else [])
+        page1 = api.get("/api/risk/fills", params={"limit": 10}, headers=AUTH).json()
+        page2 = api.get(
+            "/api/risk/fills", params={"limit": 10, "cursor": page1["next_cursor"]}, headers=AUTH
+        ).json()
+        got = [f["open_time"] for f in page1["fills"] + page2["fills"]]
+        assert got == [f[0] for f in fills][::-1][:20]
+        eq = api.get(
+            "/api/risk/equity", params={"symbol": "XRPUSDT", "interval": "1m", "from": mid}, headers=AUTH
+        )
+        pts = eq.json()["points"]
+        assert pts[0]["open_time"] == mid and len(pts) == sum(1 for s in scores if s["open_time"] >= mid)
+        lim = api.get("/api/risk/limits", headers=AUTH).json()
+        assert lim["effective_from"] == mid and lim["limits"]["max_position_notional"] == 2_500
+        bad = api.put("/api/risk/limits", json={**lim["limits"], "max_drawdown": 1.5}, headers=AUTH)
+        assert bad.status_code == 422 and "max_drawdown" in bad.text
+        ok = api.put("/api/risk/limits", json={**lim["limits"], "fee_bps": 1.0}, headers=AUTH).json()
+        assert api.get("/api/risk/limits", headers=AUTH).json()["effective_from"] == ok["effective_from"]
+        act = api.get("/api/inference/activity/summary", headers=AUTH).json()
+        # the scores were issued in 2023 (their scored_at): nothing in the last minutes
+        assert (
+            act["decisions_5m"] == 0
+            and act["status"] == "idle"
+            and act["last_decision_ts"] == scores[-1]["scored_at"]
+        )
+        assert api.get("/api/risk/state").status_code == 401
