@@ -53,9 +53,9 @@ class BacktestResult:
     summary: dict[str, Any] = field(default_factory=dict)
 
 
-def _frame(client: Client, sql: str, params: dict[str, Any]) -> pd.DataFrame:
+def _frame(client: Client, sql: str, params: dict[str, Any], columns: tuple[str, ...]) -> pd.DataFrame:
     res = client.query(sql, parameters=params)
-    return pd.DataFrame(res.result_rows, columns=res.column_names)
+    return pd.DataFrame(res.result_rows, columns=list(columns))  # named even when empty
 
 
 def backtest(
@@ -72,8 +72,10 @@ def backtest(
     from risk.store import limit_table
 
     p = {"s": symbol, "i": interval, "a": start_ms or 0, "b": end_ms or 2**62}
-    scores = _frame(client, _SCORES, p)
-    candles = _frame(client, _CANDLES, p)
+    scores = _frame(
+        client, _SCORES, p, ("t", "probability", "decision", "window_complete", "model_id", "issued")
+    )
+    candles = _frame(client, _CANDLES, p, ("t", "open", "close"))
     bars = scores.merge(candles, on="t", how="inner").sort_values(["issued", "t"], kind="stable")
     changes = limit_table(client)
 
