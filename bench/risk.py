@@ -2,7 +2,7 @@
 
 Run: ``.venv/bin/python -m bench.risk``. Prints one JSON object.
 
-- Rows: the real XRP dump's first 200,000 1m bars, their feature rows (the features logic), a
+- Rows: the real XRP dump (61,274 1m bars, both outages), their feature rows (the features logic), a
   score each from a fixed rule on the 5-bar return (the engine does not care which model),
   stored in ``model_inference_log`` and the candles in ``ohlcv_candles``.
 - Topology: the scores produced onto ``ohlcv.scores`` (one record each, as the scoring topology
