@@ -6,10 +6,8 @@ of the whole topic after the book is stored fills nothing twice."""
 
 from __future__ import annotations
 
-import math
 import uuid
 from pathlib import Path
-from typing import Any
 
 import orjson
 import pytest
@@ -19,46 +17,13 @@ from confluent_kafka import Producer
 from ohlcv.infra.kafka import ensure_topics
 from risk.backtest import backtest
 from risk.store import put_limits
-from schemas.risk import RiskLimits
 from schemas.topics import RISK_EVENTS, SCORES, TopicSpec
 from sinks.clickhouse_bulk import insert_candles
 from sinks.scores import write_scores
-from tests.topologies.helpers import PlainState, xrp_candles
-from topologies.feature_logic import FeatureStream
+from tests.risk.data import EQUITY, LIMITS, outage_span, rule_scores
 from topologies.runner import TopologyConfig, build_risk_application
 
 pytestmark = [pytest.mark.broker, pytest.mark.clickhouse, pytest.mark.slow]
-
-LIMITS = RiskLimits(max_position_notional=5_000, max_daily_loss=60, max_drawdown=0.03, stop_loss_pct=0.004,
-                    cooldown_bars=20, fee_bps=7.5, slippage_bps=2)  # fmt: skip
-EQUITY = 10_000.0
-
-
-def _outage_span() -> tuple[Any, ...]:
-    """8,000 real bars around the dump's first outage (bars missing from the exchange)."""
-    cs = xrp_candles()
-    gap = next(k for k in range(1, len(cs)) if cs[k].open_time - cs[k - 1].open_time > 60_000)
-    return cs[max(0, gap - 4000) : gap + 4000]
-
-
-def _scores(cs: tuple[Any, ...]) -> list[dict[str, Any]]:
-    fs, state = FeatureStream(), PlainState()
-    rows = fs.apply_many(list(cs), ["new"] * len(cs), state)
-    out = []
-    for k, r in enumerate(rows):
-        z = r["ret_5"] if r["ret_5"] is not None else 0.0
-        p = 1 / (1 + math.exp(-600 * z))
-        out.append({
-            "symbol": "XRPUSDT", "interval": "1m", "open_time": r["open_time"], "score_version": 1,
-            "feature_version": 1, "feature_set_version": 1, "model_id": "rule-ret5", "model_version": 1,
-            "probability": p, "decision": p >= 0.5, "threshold": 0.5,
-            "window_complete": r["window_complete"], "window_has_repair": False,
-            "bars_missing_in_window": r["bars_missing_in_window"], "reason": "new",
-            "event_seq": k + 1, "feature_emitted_at": 1_700_000_000_000 + k,
-            "scored_at": 1_700_000_000_000 + k,
-            "bar_open": r["open"], "bar_close": r["close"],
-        })  # fmt: skip
-    return out
 
 
 def _run(broker: str, ch_url: str, ch_db: str, topics: dict[str, str], group: str, state: Path) -> None:
@@ -76,9 +41,9 @@ def test_stream_equals_the_backtest_to_the_cent_and_a_replay_fills_nothing_twice
     prefix = f"t{uuid.uuid4().hex[:6]}."
     topics = {"scores": prefix + SCORES.name, "events": prefix + RISK_EVENTS.name}
     ensure_topics(broker, tuple(TopicSpec(n, "", {}, "", partitions=1) for n in topics.values()))
-    cs = _outage_span()
+    cs = outage_span()
     insert_candles(ch, cs)
-    scores = _scores(cs)
+    scores = rule_scores(cs)
     assert sum(not s["window_complete"] for s in scores) > 50  # the outage's windows
     write_scores(ch, scores)
     # tighter limits from the middle bar on, for the stream and the backtest alike

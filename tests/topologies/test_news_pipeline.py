@@ -234,7 +234,14 @@ def test_bootstrap_rounds_until_a_plateau_while_the_topology_stores(
     rounds = out["rounds"]
     assert seen == rounds and out["stopped"] == "plateau: two rounds in a row found nothing new"
     assert [(x["inserted_live"], x["inserted_backfill"]) for x in rounds] == [(3, 6), (0, 0), (0, 0)]
-    assert rounds[-1]["stored_total"] == 9 == len(_articles(ch)) and rounds[0]["backfill_pages"] == 3
+    # stored_total is what the store held at each round's end: the topology stores behind the
+    # rounds (its group join alone takes seconds on the embedded broker), never more than 9
+    totals = [x["stored_total"] for x in rounds]
+    assert (
+        totals == sorted(totals)
+        and totals[-1] <= 9 == len(_articles(ch))
+        and rounds[0]["backfill_pages"] == 3
+    )
     # the live polls are recorded as polls (the 2nd and 3rd answered 304), the backfill's are not
     assert ch.query("SELECT status FROM news_polls ORDER BY at").result_rows == [
         ("ok",),
