@@ -14,12 +14,10 @@ Run: ``.venv/bin/python -m bench.risk``. Prints one JSON object.
 from __future__ import annotations
 
 import json
-import math
 import tempfile
 import time
 import uuid
 from pathlib import Path
-from typing import Any
 
 import orjson
 from confluent_kafka import Producer
@@ -32,37 +30,16 @@ from schemas.risk import RiskLimits
 from schemas.topics import RISK_EVENTS, SCORES, TopicSpec
 from sinks.clickhouse_bulk import insert_candles
 from sinks.scores import write_scores
-from tests.topologies.helpers import PlainState, xrp_candles
-from topologies.feature_logic import FeatureStream
+from tests.risk.data import rule_scores
+from tests.topologies.helpers import xrp_candles
 from topologies.runner import TopologyConfig, build_risk_application
 
 N = 200_000
 
 
-def scores_of(cs: Any) -> list[dict[str, Any]]:
-    fs, state = FeatureStream(), PlainState()
-    rows: list[dict[str, Any]] = []
-    for at in range(0, len(cs), 5000):
-        rows += fs.apply_many(list(cs[at : at + 5000]), ["new"] * len(cs[at : at + 5000]), state)
-    out = []
-    for k, r in enumerate(rows):
-        z = r["ret_5"] if r["ret_5"] is not None else 0.0
-        p = 1 / (1 + math.exp(-600 * z))
-        out.append({
-            "symbol": "XRPUSDT", "interval": "1m", "open_time": r["open_time"], "score_version": 1,
-            "feature_version": 1, "feature_set_version": 1, "model_id": "rule-ret5", "model_version": 1,
-            "probability": p, "decision": p >= 0.5, "threshold": 0.5,
-            "window_complete": r["window_complete"], "window_has_repair": False,
-            "bars_missing_in_window": r["bars_missing_in_window"], "reason": "new",
-            "event_seq": k + 1, "feature_emitted_at": 1_700_000_000_000 + k,
-            "scored_at": 1_700_000_000_000 + k, "bar_open": r["open"], "bar_close": r["close"],
-        })  # fmt: skip
-    return out
-
-
 def main() -> None:
     cs = xrp_candles()[:N]
-    scores = scores_of(cs)
+    scores = rule_scores(cs)
     limits = RiskLimits()
     with EmbeddedBroker() as broker, tempfile.TemporaryDirectory() as d:
         url, db = f"chdb://{d}/ch", "bench"
