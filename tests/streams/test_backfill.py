@@ -193,10 +193,10 @@ def test_stop_during_a_long_retry_after_is_prompt_and_costs_no_attempt(
 
 @pytest.mark.broker
 def triggered_config(topics: dict[str, str], **options: Any) -> BackfillConfig:
-    """An orchestrator on the test's topics whose ClickHouse poll (60 s) never comes in a test:
-    what it repairs, a trigger started."""
+    """An orchestrator on the test's topics whose ClickHouse poll (600 s) never comes in a test:
+    what it repairs, a trigger started. (60 s came once: a loaded CI run took longer.)"""
     return BackfillConfig(default_market="usdm", raw_topic=topics["raw"], events_topic=topics["events"],
-                          queue_topic=topics["gap_queue"], poll_interval_s=60.0, **options)  # fmt: skip
+                          queue_topic=topics["gap_queue"], poll_interval_s=600.0, **options)  # fmt: skip
 
 
 def start(orch: Orchestrator) -> tuple[threading.Thread, threading.Event]:
