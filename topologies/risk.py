@@ -16,7 +16,6 @@ books' gauges (``risk.metrics``).
 
 from __future__ import annotations
 
-import copy
 import uuid
 from collections.abc import Callable
 from typing import Any
@@ -70,7 +69,7 @@ def build_risk(
                 DECISIONS.labels(e["outcome"]).inc()
             elif e["type"] == "fill":
                 FILLS.labels(e["side"]).inc()
-        snapshot = copy.deepcopy(book)
+        snapshot = dict(book)  # the book holds scalars only: a flat copy is the book as of this bar
         if on_book is not None:
             on_book(key, {**snapshot, "mark": events[-1]})
         return {"events": events, "book": snapshot}
