@@ -191,6 +191,9 @@ class Settings(BaseSettings):
     risk_max_position_notional: float = Field(
         default=10_000.0, gt=0, description="RISK_MAX_POSITION_NOTIONAL"
     )
+    risk_max_total_exposure: float = Field(
+        default=50_000.0, gt=0, description="RISK_MAX_TOTAL_EXPOSURE: across all books of the account"
+    )
     risk_max_daily_loss: float = Field(default=500.0, gt=0, description="RISK_MAX_DAILY_LOSS")
     risk_max_drawdown: float = Field(default=0.2, gt=0, lt=1, description="RISK_MAX_DRAWDOWN (fraction)")
     risk_stop_loss_pct: float = Field(default=0.02, gt=0, lt=1, description="RISK_STOP_LOSS_PCT (fraction)")

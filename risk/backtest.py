@@ -1,6 +1,9 @@
 """The batch backtest: the risk rules replayed over the stored scores and candles, written apart
 from the stream's book (``topologies.risk_logic``) so that each checks the other.
 
+Several streams backtest as one account (``backtest_account``): their rows merged in issue
+order, each entry checked against the other books' holdings (``max_total_exposure``).
+
 Input: each bar's first score (``model_inference_log``, lowest ``score_version``; a later
 version is a re-score the stream passes over), in the order they were issued (``scored_at``,
 then open time), a bar opening at or behind one already taken passed over as the stream does;
@@ -50,12 +53,28 @@ class BacktestResult:
     curve: pd.DataFrame  #: open_time, equity, cash, qty, drawdown
     decisions: dict[str, int]
     initial_equity: float
+    refused_total_exposure: int = 0  #: entries the account's max_total_exposure refused
     summary: dict[str, Any] = field(default_factory=dict)
 
 
 def _frame(client: Client, sql: str, params: dict[str, Any], columns: tuple[str, ...]) -> pd.DataFrame:
     res = client.query(sql, parameters=params)
     return pd.DataFrame(res.result_rows, columns=list(columns))  # named even when empty
+
+
+class _Ledger:
+    """One stream's simulated account in the backtest's own terms."""
+
+    def __init__(self, equity: float):
+        self.cash, self.units, self.entry, self.cost = equity, 0.0, math.nan, 0.0
+        self.peak = self.last_equity = self.day_start = equity
+        self.day, self.cooldown, self.newest = -1, 0, -(2**62)
+        self.order, self.order_why, self.order_bar, self.reserved = "", "", 0, 0.0
+        self.held_value = 0.0  # units x the last close
+        self.fills: list[dict[str, Any]] = []
+        self.points: list[tuple[int, float, float, float, float]] = []
+        self.counts: dict[str, int] = {}
+        self.over_total = 0  # entries refused for the account's max_total_exposure
 
 
 def backtest(
@@ -69,86 +88,115 @@ def backtest(
     default_limits: RiskLimits,
     progress: Callable[[int, int], None] | None = None,
 ) -> BacktestResult:
+    """One stream's backtest (an account of one book)."""
+    return backtest_account(
+        client, [(symbol, interval)], start_ms=start_ms, end_ms=end_ms, initial_equity=initial_equity,
+        default_limits=default_limits, progress=progress,
+    )[f"{symbol}:{interval}"]  # fmt: skip
+
+
+def backtest_account(
+    client: Client,
+    streams: list[tuple[str, str]],
+    *,
+    start_ms: int | None,
+    end_ms: int | None,
+    initial_equity: float,
+    default_limits: RiskLimits,
+    progress: Callable[[int, int], None] | None = None,
+) -> dict[str, BacktestResult]:
+    """The books of ``streams`` traded together, one account: the scores of all of them in the
+    order they were issued (``scored_at``, then stream, then open time), an entry refused when
+    the other books' holdings (position at its last close, plus a buy decided and not yet
+    filled) and the entry would pass ``max_total_exposure``. By ``SYMBOL:interval``."""
     from risk.store import limit_table
 
-    p = {"s": symbol, "i": interval, "a": start_ms or 0, "b": end_ms or 2**62}
-    scores = _frame(
-        client, _SCORES, p, ("t", "probability", "decision", "window_complete", "model_id", "issued")
-    )
-    candles = _frame(client, _CANDLES, p, ("t", "open", "close"))
-    bars = scores.merge(candles, on="t", how="inner").sort_values(["issued", "t"], kind="stable")
+    frames = []
+    for symbol, interval in streams:
+        p = {"s": symbol, "i": interval, "a": start_ms or 0, "b": end_ms or 2**62}
+        scores = _frame(
+            client, _SCORES, p, ("t", "probability", "decision", "window_complete", "model_id", "issued")
+        )
+        candles = _frame(client, _CANDLES, p, ("t", "open", "close"))
+        frames.append(scores.merge(candles, on="t", how="inner").assign(stream=f"{symbol}:{interval}"))
+    bars = pd.concat(frames, ignore_index=True).sort_values(["issued", "stream", "t"], kind="stable")
     changes = limit_table(client)
 
     def limits_for(t: int) -> RiskLimits:
         applicable = [lim for eff, lim in changes if eff <= t]
         return applicable[-1] if applicable else default_limits
 
-    cash, units, entry, cost = initial_equity, 0.0, math.nan, 0.0
-    peak, last_equity, day_start, day = initial_equity, initial_equity, initial_equity, -1
-    cooldown, order, order_why, order_bar = 0, "", "", 0
-    newest = -(2**62)
-    fills: list[dict[str, Any]] = []
-    points: list[tuple[int, float, float, float, float]] = []
-    counts: dict[str, int] = {}
+    books = {f"{s}:{i}": _Ledger(initial_equity) for s, i in streams}
     n = len(bars)
     for k, bar in enumerate(bars.itertuples(index=False)):
         if progress is not None and k % 5000 == 0:
             progress(k, n)
-        t = int(bar.t)
-        if t <= newest:
+        b, t = books[bar.stream], int(bar.t)
+        if t <= b.newest:
             continue
-        newest = t
+        b.newest = t
         lim = limits_for(t)
         fee_rate = lim.fee_bps / 1e4
-        if order == "buy":
+        if b.order == "buy":
             px = bar.open * (1 + lim.slippage_bps / 1e4)
-            spend = min(lim.max_position_notional, cash / (1 + fee_rate))
-            units = spend / px
-            fee = units * px * fee_rate
-            cash = cash - (units * px + fee)
-            entry, cost = px, units * px + fee
-            fills.append({"open_time": t, "decided_at": order_bar, "side": "buy", "reason": order_why,
-                          "qty": units, "price": px, "fee": fee, "cash_after": cash,
-                          "realized_pnl": 0.0})  # fmt: skip
-        elif order == "sell":
+            spend = min(lim.max_position_notional, b.cash / (1 + fee_rate))
+            b.units = spend / px
+            fee = b.units * px * fee_rate
+            b.cash = b.cash - (b.units * px + fee)
+            b.entry, b.cost = px, b.units * px + fee
+            b.fills.append({"open_time": t, "decided_at": b.order_bar, "side": "buy", "reason": b.order_why,
+                            "qty": b.units, "price": px, "fee": fee, "cash_after": b.cash,
+                            "realized_pnl": 0.0})  # fmt: skip
+        elif b.order == "sell":
             px = bar.open * (1 - lim.slippage_bps / 1e4)
-            fee = units * px * fee_rate
-            cash = cash + units * px - fee
-            fills.append({"open_time": t, "decided_at": order_bar, "side": "sell", "reason": order_why,
-                          "qty": units, "price": px, "fee": fee, "cash_after": cash,
-                          "realized_pnl": units * px - fee - cost})  # fmt: skip
-            units, entry, cost = 0.0, math.nan, 0.0
-        order = ""
-        if t // 86_400_000 != day:
-            day, day_start = t // 86_400_000, last_equity
-        cooldown = max(0, cooldown - 1)
-        equity = cash + units * bar.close
-        last_equity = equity
-        peak = max(peak, equity)
-        dd = 1 - equity / peak
-        lost = day_start - equity
-        long_now, long_wanted = units > 0, bool(bar.decision)
-        if long_now and bar.close <= entry * (1 - lim.stop_loss_pct):
-            verdict, order, order_why, cooldown = "stop", "sell", "stop_loss", lim.cooldown_bars
+            fee = b.units * px * fee_rate
+            b.cash = b.cash + b.units * px - fee
+            b.fills.append({"open_time": t, "decided_at": b.order_bar, "side": "sell", "reason": b.order_why,
+                            "qty": b.units, "price": px, "fee": fee, "cash_after": b.cash,
+                            "realized_pnl": b.units * px - fee - b.cost})  # fmt: skip
+            b.units, b.entry, b.cost = 0.0, math.nan, 0.0
+        b.order, b.reserved = "", 0.0
+        if t // 86_400_000 != b.day:
+            b.day, b.day_start = t // 86_400_000, b.last_equity
+        b.cooldown = max(0, b.cooldown - 1)
+        b.held_value = b.units * bar.close
+        equity = b.cash + b.held_value
+        b.last_equity = equity
+        b.peak = max(b.peak, equity)
+        dd = 1 - equity / b.peak
+        lost = b.day_start - equity
+        long_now, long_wanted = b.units > 0, bool(bar.decision)
+        spend_next = min(lim.max_position_notional, b.cash / (1 + fee_rate))
+        elsewhere = sum(o.held_value + o.reserved for key, o in books.items() if key != bar.stream)
+        if long_now and bar.close <= b.entry * (1 - lim.stop_loss_pct):
+            verdict, b.order, b.order_why, b.cooldown = "stop", "sell", "stop_loss", lim.cooldown_bars
         elif long_now and lost >= lim.max_daily_loss:
-            verdict, order, order_why, cooldown = "stop", "sell", "max_daily_loss", lim.cooldown_bars
+            verdict, b.order, b.order_why, b.cooldown = "stop", "sell", "max_daily_loss", lim.cooldown_bars
         elif long_now is long_wanted:
             verdict = "hold"
         elif not bar.window_complete:
             verdict = "refused"
         elif long_now:
-            verdict, order, order_why = "exit", "sell", "model_flat"
-        elif cooldown > 0 or dd >= lim.max_drawdown or lost >= lim.max_daily_loss:
+            verdict, b.order, b.order_why = "exit", "sell", "model_flat"
+        elif b.cooldown > 0 or dd >= lim.max_drawdown or lost >= lim.max_daily_loss:
             verdict = "refused"
+        elif elsewhere + spend_next > lim.max_total_exposure:
+            verdict = "refused"
+            b.over_total += 1
         else:
-            verdict, order, order_why = "enter", "buy", "model_long"
-        if order:
-            order_bar = t
-        counts[verdict] = counts.get(verdict, 0) + 1
-        points.append((t, equity, cash, units, dd))
-    curve = pd.DataFrame(points, columns=["open_time", "equity", "cash", "qty", "drawdown"])
-    out = BacktestResult(symbol, interval, len(curve), fills, curve, counts, initial_equity)
-    out.summary = summarize(out, interval)
+            verdict, b.order, b.order_why, b.reserved = "enter", "buy", "model_long", spend_next
+        if b.order:
+            b.order_bar = t
+        b.counts[verdict] = b.counts.get(verdict, 0) + 1
+        b.points.append((t, equity, b.cash, b.units, dd))
+    out: dict[str, BacktestResult] = {}
+    for symbol, interval in streams:
+        b = books[f"{symbol}:{interval}"]
+        curve = pd.DataFrame(b.points, columns=["open_time", "equity", "cash", "qty", "drawdown"])
+        r = BacktestResult(symbol, interval, len(curve), b.fills, curve, b.counts, initial_equity,
+                           refused_total_exposure=b.over_total)  # fmt: skip
+        r.summary = summarize(r, interval)
+        out[f"{symbol}:{interval}"] = r
     return out
 
 
@@ -168,4 +216,5 @@ def summarize(r: BacktestResult, interval: str) -> dict[str, Any]:
         "sharpe": round(float(rets.mean()) / sd * math.sqrt(per_year), 3) if sd > 0 else None,
         "fees": round(sum(f["fee"] for f in r.fills), 2),
         "decisions": dict(sorted(r.decisions.items())),
+        "refused_total_exposure": r.refused_total_exposure,
     }

@@ -19,6 +19,12 @@ class RiskLimits(BaseModel):
     max_position_notional: float = Field(
         default=10_000.0, gt=0, description="largest position, quote currency"
     )
+    max_total_exposure: float = Field(
+        default=50_000.0,
+        gt=0,
+        description="all books' committed exposure (each position at its last mark, plus buys decided and "
+        "not yet filled) that an entry may not take the account past, quote currency",
+    )
     max_daily_loss: float = Field(
         default=500.0, gt=0, description="loss since the UTC day's first mark that stops the book for the day"
     )
@@ -84,3 +90,6 @@ class RiskMark(BaseModel):
     day_start_equity: float
     cooldown_left: int
     pending: str | None = Field(description="the order for the next bar's open: buy, sell or none")
+    account_exposure: float = Field(
+        description="every book's committed exposure after this decision (max_total_exposure's measure)"
+    )

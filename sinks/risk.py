@@ -20,7 +20,7 @@ FILL_COLUMNS = ("symbol", "interval", "open_time", "decided_at", "side", "reason
 POSITION_COLUMNS = ("symbol", "interval", "open_time", "qty", "entry_price", "cost", "at")
 STATE_COLUMNS = ("symbol", "interval", "open_time", "close", "cash", "position_qty", "entry_price",
                  "exposure", "equity", "peak_equity", "drawdown", "utilization", "day_start_equity",
-                 "cooldown_left", "pending", "book", "at")  # fmt: skip
+                 "cooldown_left", "pending", "account_exposure", "book", "at")  # fmt: skip
 
 
 class RiskRows:

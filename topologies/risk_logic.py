@@ -14,8 +14,17 @@ stays traded), in this order:
    of ``cooldown_bars``; otherwise the model's decision (long when ``probability >= threshold``)
    enters or exits, refused with a reason when the score's window was incomplete
    (``window_incomplete``: gap-aware, entries and exits alike), and for entries during a
-   cooldown, at ``max_drawdown`` or after the day's ``max_daily_loss``. Every bar gives one
-   decision (``hold`` when nothing changes).
+   cooldown, at ``max_drawdown``, after the day's ``max_daily_loss``, or when the entry's notional
+   would take the account past ``max_total_exposure``. Every bar gives one decision (``hold``
+   when nothing changes).
+
+The account: books share one limit, ``max_total_exposure``, on what they have committed
+(``committed``: the position at the book's last mark, plus the notional of a buy decided and
+not yet filled). An entry is checked against the other books as they stand when it is decided
+(``Account``: the books one risk process holds, in the order their scores arrive, the order
+they were issued), so the same rows in the same order give the same decisions; an entry's own
+notional is ``min(max_position_notional, cash / (1 + fee))``, what the fill will spend. The limit
+refuses entries only: a held position that rises past it is not sold.
 
 The limits are those with the latest ``effective_from`` at or before the bar's open time.
 """
@@ -35,14 +44,40 @@ def new_book(initial_equity: float) -> dict[str, Any]:
         "peak_equity": float(initial_equity), "equity": float(initial_equity),
         "day": None, "day_start_equity": float(initial_equity), "cooldown_left": 0,
         "pending": None, "pending_reason": None, "decided_at": None, "last_open_time": None,
+        "exposure": 0.0, "pending_notional": 0.0,
     }  # fmt: skip
 
 
+def committed(book: dict[str, Any]) -> float:
+    """What a book holds against the account's ``max_total_exposure``."""
+    return float(book.get("exposure", 0.0)) + float(book.get("pending_notional", 0.0))
+
+
+class Account:
+    """The books one risk process holds, by ``SYMBOL:interval``: each one's ``committed``."""
+
+    def __init__(self) -> None:
+        self.committed: dict[str, float] = {}
+        self.loaded = False
+
+    def load(self, books: dict[str, dict[str, Any]]) -> None:
+        """Seed from the stored books (``risk_state``), once per process."""
+        for key, book in books.items():
+            self.committed.setdefault(key, committed(book))
+        self.loaded = True
+
+    def others(self, key: str) -> float:
+        return sum(v for k, v in self.committed.items() if k != key)
+
+    def put(self, key: str, book: dict[str, Any]) -> None:
+        self.committed[key] = committed(book)
+
+
 def step(
-    book: dict[str, Any], score: dict[str, Any], limits: RiskLimits, limits_from: int
+    book: dict[str, Any], score: dict[str, Any], limits: RiskLimits, limits_from: int, others: float = 0.0
 ) -> tuple[list[dict[str, Any]], dict[str, Any]] | None:
     """Advance ``book`` (in place) by one score row; returns (events, the book) or None when
-    the row is passed over."""
+    the row is passed over. ``others``: the other books' ``committed`` (``Account.others``)."""
     t = int(score["open_time"])
     if book["last_open_time"] is not None and t <= book["last_open_time"]:
         return None
@@ -96,6 +131,10 @@ def step(
         outcome, reason = "refused", "max_drawdown"
     elif day_loss >= limits.max_daily_loss:
         outcome, reason = "refused", "max_daily_loss"
+    elif (
+        others + min(limits.max_position_notional, book["cash"] / (1 + fee_rate)) > limits.max_total_exposure
+    ):
+        outcome, reason = "refused", "max_total_exposure"
     else:
         outcome, reason = "enter", "model_long"
     if outcome == "stop":
@@ -103,6 +142,10 @@ def step(
     if outcome in ("enter", "exit", "stop"):
         book["pending"] = "buy" if outcome == "enter" else "sell"
         book["pending_reason"], book["decided_at"] = reason, t
+    book["exposure"] = exposure
+    book["pending_notional"] = (
+        min(limits.max_position_notional, book["cash"] / (1 + fee_rate)) if outcome == "enter" else 0.0
+    )
     book["last_open_time"] = t
     events.append({
         "type": "decision", "symbol": sym, "interval": iv, "open_time": t, "outcome": outcome,
@@ -115,6 +158,7 @@ def step(
         "equity": equity, "peak_equity": book["peak_equity"], "drawdown": drawdown,
         "utilization": exposure / limits.max_position_notional, "day_start_equity": book["day_start_equity"],
         "cooldown_left": book["cooldown_left"], "pending": book["pending"],
+        "account_exposure": others + committed(book),
     })  # fmt: skip
     return events, book
 

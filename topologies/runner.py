@@ -203,7 +203,7 @@ def add_scoring(app: Application, cfg: TopologyConfig) -> None:
 def add_risk(app: Application, cfg: TopologyConfig) -> None:
     """The risk dataframe on the scores topic (``topologies.risk``)."""
     from risk.metrics import BookGauges
-    from risk.store import LimitsSource, stored_book
+    from risk.store import LimitsSource, stored_book, stored_books
     from sinks.risk import ClickHouseRiskSink
     from topologies.risk import build_risk
 
@@ -217,7 +217,8 @@ def add_risk(app: Application, cfg: TopologyConfig) -> None:
     gauges.start()
     build_risk(
         app.dataframe(scores), limits=LimitsSource(client, cfg.risk_limits, cfg.risk_limits_poll_s),
-        seed=lambda s, i: stored_book(seed_client, s, i), initial_equity=cfg.risk_initial_equity,
+        seed=lambda s, i: stored_book(seed_client, s, i), seed_account=lambda: stored_books(seed_client),
+        initial_equity=cfg.risk_initial_equity,
         events_topic=events, sink=ClickHouseRiskSink(cfg.clickhouse_url, cfg.clickhouse_database),
         on_book=gauges.update,
     )  # fmt: skip

@@ -26,7 +26,7 @@ from schemas.risk import RiskLimits
 router = APIRouter(tags=["risk"], dependencies=[ApiKeyDep], responses=ERRORS)
 _STATE = ("symbol", "interval", "open_time", "close", "cash", "position_qty", "entry_price", "exposure",
           "equity", "peak_equity", "drawdown", "utilization", "day_start_equity", "cooldown_left",
-          "pending")  # fmt: skip
+          "pending", "account_exposure")  # fmt: skip
 _FILL = ("symbol", "interval", "open_time", "decided_at", "side", "reason", "qty", "price", "fee",
          "cash_after", "realized_pnl")  # fmt: skip
 _TIMES = ("open_time", "decided_at")
@@ -48,20 +48,36 @@ def _rows(pool: Any, sql: str, params: dict[str, Any]) -> list[dict[str, Any]]:
 
 
 @router.get("/api/risk/state")
-def state(pool: PoolDep) -> dict[str, Any]:
+def state(pool: PoolDep, settings: SettingsDep) -> dict[str, Any]:
     """Each stream's book after its newest bar (equity, cash, exposure, utilization, drawdown,
-    peak equity, the pending order), and the totals over the books."""
+    peak equity, the pending order and its notional), the totals over the books, and the
+    account's committed exposure against ``max_total_exposure`` (the limits in force now)."""
+    from risk.store import default_limits, limit_table
+    from topologies.risk_logic import limits_at
+
     books = _rows(
         pool,
-        f"SELECT {_select(_STATE)} FROM risk_state FINAL "  # noqa: S608 - constant columns
-        "ORDER BY symbol, interval, open_time DESC LIMIT 1 BY symbol, interval",
+        f"SELECT {_select(_STATE)}, JSONExtractFloat(book, 'pending_notional') AS pending_notional "  # noqa: S608
+        "FROM risk_state FINAL ORDER BY symbol, interval, open_time DESC LIMIT 1 BY symbol, interval",
         {},
     )
+    with pool.client() as client:
+        try:
+            table = limit_table(client)
+        except Exception as exc:
+            raise StoreUnavailableError(f"risk read failed: {exc}") from exc
+    now, _ = limits_at(table, int(time.time() * 1000), default_limits(settings))
+    committed = sum(b["exposure"] + b["pending_notional"] for b in books)
     return {
         "books": books,
         "equity": sum(b["equity"] for b in books),
         "exposure": sum(b["exposure"] for b in books),
         "cash": sum(b["cash"] for b in books),
+        "account": {
+            "committed_exposure": committed,
+            "max_total_exposure": now.max_total_exposure,
+            "utilization": committed / now.max_total_exposure,
+        },
     }
 
 

@@ -23,7 +23,10 @@ def outage_span() -> tuple[Candle, ...]:
     return cs[max(0, gap - 4000) : gap + 4000]
 
 
-def rule_scores(cs: tuple[Candle, ...]) -> list[dict[str, Any]]:
+def rule_scores(
+    cs: tuple[Candle, ...], issued: int = 1_700_000_000_000, stride: int = 1
+) -> list[dict[str, Any]]:
+    """A score per bar of ``cs`` (one stream), the k-th issued (``scored_at``) at ``issued + k x stride``."""
     fs, state = FeatureStream(), PlainState()
     rows = fs.apply_many(list(cs), ["new"] * len(cs), state)
     out = []
@@ -31,12 +34,13 @@ def rule_scores(cs: tuple[Candle, ...]) -> list[dict[str, Any]]:
         z = r["ret_5"] if r["ret_5"] is not None else 0.0
         p = 1 / (1 + math.exp(-600 * z))
         out.append({
-            "symbol": "XRPUSDT", "interval": "1m", "open_time": r["open_time"], "score_version": 1,
+            "symbol": cs[0].symbol, "interval": cs[0].interval, "open_time": r["open_time"],
+            "score_version": 1,
             "feature_version": 1, "feature_set_version": 1, "model_id": "rule-ret5", "model_version": 1,
             "probability": p, "decision": p >= 0.5, "threshold": 0.5,
             "window_complete": r["window_complete"], "window_has_repair": False,
             "bars_missing_in_window": r["bars_missing_in_window"], "reason": "new",
             "event_seq": k + 1, "feature_emitted_at": 1_700_000_000_000 + k,
-            "scored_at": 1_700_000_000_000 + k, "bar_open": r["open"], "bar_close": r["close"],
+            "scored_at": issued + k * stride, "bar_open": r["open"], "bar_close": r["close"],
         })  # fmt: skip
     return out

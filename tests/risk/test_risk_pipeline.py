@@ -141,3 +141,72 @@ def test_stream_equals_the_backtest_to_the_cent_and_a_replay_fills_nothing_twice
             and act["last_decision_ts"] == scores[-1]["scored_at"]
         )
         assert api.get("/api/risk/state").status_code == 401
+
+
+def test_books_share_the_account_max_total_exposure_as_the_backtest_does(
+    broker: str, ch: Client, ch_url: str, ch_db: str, tmp_path: Path
+) -> None:
+    """Two real streams (XRP around its outage, LINK from Binance Vision) in one account whose
+    max total exposure holds one full position and a half: an entry while the other book holds
+    one is refused (``max_total_exposure``), the same bars as the account backtest, to the cent."""
+    from risk.backtest import backtest_account
+    from tests.topologies.helpers import vision_candles
+
+    prefix = f"t{uuid.uuid4().hex[:6]}."
+    topics = {"scores": prefix + SCORES.name, "events": prefix + RISK_EVENTS.name}
+    ensure_topics(broker, tuple(TopicSpec(n, "", {}, "", partitions=1) for n in topics.values()))
+    xrp, link = outage_span()[2500:5500], vision_candles("LINKUSDT")[:3000]
+    insert_candles(ch, xrp + link)
+    # issued alternately, as two streams closing bars minute by minute
+    scores = rule_scores(xrp, stride=2) + rule_scores(link, issued=1_700_000_000_001, stride=2)
+    scores.sort(key=lambda s: s["scored_at"])
+    write_scores(ch, scores)
+    limits = LIMITS.model_copy(update={"max_total_exposure": 7_500})
+    put_limits(ch, limits, 0)
+    p = Producer({"bootstrap.servers": broker, "linger.ms": 5})
+    for s in scores:
+        p.produce(topics["scores"], key=f"{s['symbol']}:1m".encode(), value=orjson.dumps(s))
+    p.flush(30)
+    _run(broker, ch_url, ch_db, topics, "risk-acct", tmp_path / "s")
+
+    streams = [("XRPUSDT", "1m"), ("LINKUSDT", "1m")]
+    ref = backtest_account(
+        ch, streams, start_ms=None, end_ms=None, initial_equity=EQUITY, default_limits=LIMITS
+    )
+    refused = dict(ch.query(
+        "SELECT symbol, count() FROM risk_decisions FINAL WHERE reason = 'max_total_exposure' GROUP BY symbol"
+    ).result_rows)  # fmt: skip
+    assert refused == {s: r.refused_total_exposure for (s, _), r in zip(streams, ref.values(), strict=True)}
+    assert len(refused) == 2 and sum(refused.values()) > 10, refused  # the limit binds on both books
+    for (sym, _), r in zip(streams, ref.values(), strict=True):
+        fills = ch.query(
+            "SELECT toUnixTimestamp64Milli(open_time), side, qty, price, cash_after, realized_pnl "
+            "FROM risk_fills FINAL WHERE symbol = {s:String} ORDER BY open_time",
+            parameters={"s": sym},
+        ).result_rows
+        assert len(fills) == len(r.fills) > 10
+        for got, exp in zip(fills, r.fills, strict=True):
+            assert got[:2] == (exp["open_time"], exp["side"])
+            assert got[2] == pytest.approx(exp["qty"], rel=1e-12) and got[3] == pytest.approx(
+                exp["price"], rel=1e-12
+            )
+            assert abs(got[4] - exp["cash_after"]) < 0.005 and abs(got[5] - exp["realized_pnl"]) < 0.005
+        curve = ch.query(
+            "SELECT equity FROM risk_state FINAL WHERE symbol = {s:String} ORDER BY open_time",
+            parameters={"s": sym},
+        ).result_rows
+        assert len(curve) == len(r.curve)
+        assert max(abs(g[0] - e) for g, e in zip(curve, r.curve["equity"], strict=True)) < 0.005
+        outcomes = dict(ch.query(
+            "SELECT outcome, count() FROM risk_decisions FINAL WHERE symbol = {s:String} GROUP BY outcome",
+            parameters={"s": sym},
+        ).result_rows)  # fmt: skip
+        assert outcomes == r.decisions
+    # every entry left the account within the limit; the two books did hold at once at times
+    over = ch.query(
+        "SELECT count() FROM risk_state AS s FINAL INNER JOIN (SELECT symbol, open_time FROM risk_decisions "
+        "FINAL WHERE outcome = 'enter') AS d ON d.symbol = s.symbol AND d.open_time = s.open_time "
+        "WHERE s.account_exposure > 7500 + 1e-6"
+    ).result_rows[0][0]
+    assert over == 0
+    assert ch.query("SELECT max(account_exposure) FROM risk_state FINAL").result_rows[0][0] > 5_000
