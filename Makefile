@@ -27,7 +27,7 @@ browser:
 	  $$SUDO apt-get update -q >/dev/null && $$SUDO apt-get install -y -q chromium >/dev/null; }
 
 test: $(STAMP) browser
-	$(PY) -m pytest -q -ra -n 2 --dist loadscope
+	$(PY) -m pytest -q -ra -n 3 --dist loadscope
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .

@@ -44,6 +44,7 @@ from api.queries import CandleQueries, ClientPool
 from api.recent_book import RecentBooks
 from api.routes import features, health, metrics, models, monitoring, news, risk, ws
 from api.routes import ohlcv as ohlcv_routes
+from api.routes.console import mount_console
 from ohlcv.errors import ClickHouseUnavailableError
 from ohlcv.infra.broker import EMBEDDED_CONSUMER_CONFIG
 from ohlcv.infra.clickhouse import make_client
@@ -142,6 +143,7 @@ def create_app(
     app.include_router(risk.router)
     app.include_router(models.router)
     app.include_router(ws.router)
+    mount_console(app)
     app.openapi = functools.partial(_openapi, app)  # type: ignore[method-assign]
     return app
 

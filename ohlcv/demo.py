@@ -6,7 +6,9 @@
   rebuild before the live candles start (the features state then seeds from them).
 - Live: the XRP dump's last day is replayed onto the raw kline topic as a live market, one
   market minute per second by default (DEMO_SPEED), with in-progress updates before each close,
-  so the API and the WebSocket show partial updates, closes, appends and resampled candles.
+  so the API and the WebSocket show partial updates, closes, appends and resampled candles;
+  DEMO_LIVE_DELAY seconds after the history is ready (default 0), so the console can be opened
+  on the chart first.
 - Five live minutes are withheld: the topology detects the gap and the gap orchestrator repairs
   it from a local fake Binance REST serving the same sample (there is no internet here); the
   continuity scan also queues the dump's two real exchange outages, which end as exchange_gap.
@@ -140,12 +142,16 @@ def start_demo(services: Services, stop: threading.Event) -> None:
         if settings.scoring_enabled:
             _first_models(client, settings)
     speed = float(os.environ.get("DEMO_SPEED", "60"))
+    delay = float(os.environ.get("DEMO_LIVE_DELAY", "0"))
+    wait = f" in {delay:g}s (DEMO_LIVE_DELAY: open the console first)" if delay > 0 else ""
     print(
-        f"live        replaying {len(live):,} XRPUSDT 1m candles at {speed:g}x with partial updates",
+        f"live        replaying {len(live):,} XRPUSDT 1m candles at {speed:g}x with partial updates{wait}",
         flush=True,
     )
 
     def _replay() -> None:
+        if delay > 0 and stop.wait(delay):
+            return
         replay_to_kafka(
             services.stack.broker_address,
             live,

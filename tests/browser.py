@@ -9,6 +9,7 @@ import shutil
 import subprocess
 import tempfile
 from pathlib import Path
+from typing import Any
 
 FLAGS = ("--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
          "--disable-background-networking", "--disable-component-update", "--disable-sync")  # fmt: skip
@@ -34,3 +35,18 @@ def render(
     text = re.sub(r"<(script|style)\b.*?</\1>", " ", dom.stdout, flags=re.S)
     text = re.sub(r"<[^>]+>", " ", text)
     return re.sub(r"\s+", " ", text)
+
+
+SCREENSHOTS = Path(__file__).resolve().parents[1] / "test-output" / "screenshots"
+
+
+def screenshot_dir() -> Path:
+    """Where browser tests keep their screenshots (``test-output/screenshots``, not committed)."""
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    return SCREENSHOTS
+
+
+def playwright_chromium(pw: Any) -> Any:
+    """Debian's Chromium driven by Playwright (its own browser download is unreachable here)."""
+    return pw.chromium.launch(executable_path=chromium(), headless=True,
+                              args=[f for f in FLAGS if f != "--headless"])  # fmt: skip

@@ -31,6 +31,13 @@ ERRORS: dict[int | str, dict[str, Any]] = {
     404: {"model": ErrorResponse, "description": "stream not served, or unknown model"},
     503: {"model": ErrorResponse, "description": "ClickHouse is unavailable"},
 }
+#: routes with a JSON body: one that is not JSON at all is a 400 (FastAPI's), a bad field a 422
+BAD_BODY: dict[int | str, dict[str, Any]] = {
+    400: {
+        "model": ErrorResponse,
+        "description": "the body is not valid JSON (or, for a training run, from is after to)",
+    },
+}
 CONFLICT: dict[int | str, dict[str, Any]] = {
     409: {"model": ErrorResponse, "description": "the change cannot be made (artifact corrupt or missing, "
           "already production, nothing to roll back to)"},

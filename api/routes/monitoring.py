@@ -19,7 +19,8 @@ from pydantic import BaseModel, Field
 
 from api.deps import ApiKeyDep, SettingsDep, StreamDep, key_matches
 from api.errors import StoreUnavailableError
-from api.routes.models import ERRORS, PoolDep
+from api.models import ErrorResponse
+from api.routes.models import BAD_BODY, CONFLICT, ERRORS, PoolDep
 from indicators.definitions import FEATURE_SET_VERSION
 from registry.store import Model, Registry
 from streams.continuity import MAX_TIME_MS
@@ -111,7 +112,7 @@ def _loaded(request: Request, pool: Any, m: Model) -> Any:
         return cache[m.model_id]
 
 
-@router.post("/api/inference/predict", dependencies=_KEYED)
+@router.post("/api/inference/predict", dependencies=_KEYED, responses={**BAD_BODY, **CONFLICT})
 def predict(body: PredictRequest, request: Request, pool: PoolDep, settings: SettingsDep) -> dict[str, Any]:
     """The playground: score the newest (or a given) feature row of a stream with its production
     model, at the configured threshold or the one given. Nothing is logged."""
@@ -161,7 +162,7 @@ class TrainRequest(BaseModel):
     promote_if_recommended: bool = Field(default=False, description="apply the promotion rules when done")
 
 
-@router.post("/api/training/run", status_code=202, dependencies=_KEYED)
+@router.post("/api/training/run", status_code=202, dependencies=_KEYED, responses=BAD_BODY)
 def training_run(body: TrainRequest, pool: PoolDep, settings: SettingsDep) -> dict[str, Any]:
     """Start a training job for a stream (in the background); follow it at ``/api/training/jobs``.
     400 when the range holds no feature rows."""
@@ -275,7 +276,7 @@ def list_reports(
     ]
 
 
-@router.post("/api/reports/run", dependencies=_KEYED)
+@router.post("/api/reports/run", dependencies=_KEYED, responses=CONFLICT)
 def run_reports(st: StreamDep, pool: PoolDep, settings: SettingsDep) -> list[dict[str, Any]]:
     """Build the stream's data drift and classification reports now (takes seconds: Evidently
     loads at the first call); answers their listing rows."""
@@ -312,7 +313,12 @@ def _report_key(
         raise HTTPException(403, "API key is not valid")
 
 
-@router.get("/api/reports/{report_id}", response_class=FileResponse, dependencies=[Depends(_report_key)])
+@router.get(
+    "/api/reports/{report_id}",
+    response_class=FileResponse,
+    dependencies=[Depends(_report_key)],
+    responses={410: {"model": ErrorResponse, "description": "the report's file is gone from REPORT_DIR"}},
+)
 def report_html(
     report_id: Annotated[str, Path(max_length=200)], pool: PoolDep, settings: SettingsDep
 ) -> FileResponse:

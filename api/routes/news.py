@@ -14,10 +14,15 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from api.deps import ApiKeyDep, SettingsDep
 from api.errors import StoreUnavailableError
-from api.routes.models import ERRORS, PoolDep
+from api.models import ErrorResponse
+from api.routes.models import BAD_BODY, ERRORS, PoolDep
 from schemas.news import NewsArticle
 
 router = APIRouter(tags=["news"], dependencies=[ApiKeyDep], responses=ERRORS)
+#: the poll and backfill routes: no feed configured, or a bootstrap already running
+NO_FEED: dict[int | str, dict[str, Any]] = {
+    409: {"model": ErrorResponse, "description": "no feed configured (NEWS_RSS_FEEDS), or a bootstrap runs"}
+}
 _TIMES = ("published_at", "fetched_at", "ingested_at")
 _COLS = tuple(NewsArticle.model_fields)
 # times as ms under another name: an alias named like its column would shadow it in WHERE
@@ -79,7 +84,9 @@ def recent(
     return {"articles": _short(rows, summary_only), "count": len(rows), "next_since_ts": nxt}
 
 
-@router.get("/api/news/search")
+@router.get(
+    "/api/news/search", responses={400: {"model": ErrorResponse, "description": "q under 2 characters"}}
+)
 def search(
     pool: PoolDep,
     q: Annotated[
@@ -211,7 +218,7 @@ def debug(request: Request, pool: PoolDep, settings: SettingsDep, verbose: bool 
     return out
 
 
-@router.post("/api/news/fetch/manual")
+@router.post("/api/news/fetch/manual", responses=NO_FEED)
 def fetch_manual(request: Request, settings: SettingsDep) -> dict[str, Any]:
     """Poll every configured feed now (without waiting for NEWS_POLL_INTERVAL) and put the
     entries on news.raw; the news topology stores what is new. 409 when no feed is configured."""
@@ -264,7 +271,7 @@ def _job(request: Request) -> Any:
     return job
 
 
-@router.post("/api/news/backfill")
+@router.post("/api/news/backfill", responses=NO_FEED)
 def backfill(
     request: Request,
     pool: PoolDep,
@@ -301,7 +308,7 @@ class BootstrapBody(BaseModel):
     per_round_backfill_days: float | None = Field(default=None, gt=0, le=365, description="None: recent_days")
 
 
-@router.post("/api/news/bootstrap", status_code=202)
+@router.post("/api/news/bootstrap", status_code=202, responses={**NO_FEED, **BAD_BODY})
 def start_bootstrap(
     request: Request, pool: PoolDep, settings: SettingsDep, body: BootstrapBody | None = None
 ) -> Any:

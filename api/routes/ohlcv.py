@@ -14,6 +14,7 @@ from api.deps import (
     QueriesDep,
     ReadsDep,
     ScanRangeDep,
+    SettingsDep,
     StreamDep,
     next_cursors,
     one_cursor,
@@ -50,6 +51,22 @@ Limit = Annotated[
     int,
     Query(ge=1, le=MAX_LIMIT, description=f"candles per answer, 1..{MAX_LIMIT}; more is refused with 422"),
 ]
+
+
+@router.get("/streams")
+def streams(settings: SettingsDep) -> dict[str, Any]:
+    """Every stream this deployment serves (ingested, or resampled from 1m), and the continuity
+    scan's windows (``CONTINUITY_WINDOWS_DAYS``: whole days ending now, or ``all``)."""
+    resampled = set(settings.resample_intervals) - set(settings.intervals)
+    return {
+        "streams": [
+            {"symbol": s, "interval": i, "resampled": i in resampled}
+            for s in settings.symbols
+            for i in settings.all_intervals
+        ],
+        "continuity_windows": list(settings.continuity_windows_days),
+        "continuity_scan_interval_s": settings.continuity_scan_interval_s,
+    }
 
 
 @router.get("/recent", response_model=RecentResponse)

@@ -20,7 +20,7 @@ from fastapi import APIRouter, Query
 
 from api.deps import ApiKeyDep, SettingsDep, StreamDep
 from api.errors import StoreUnavailableError
-from api.routes.models import ERRORS, PoolDep
+from api.routes.models import BAD_BODY, ERRORS, PoolDep
 from schemas.risk import RiskLimits
 
 router = APIRouter(tags=["risk"], dependencies=[ApiKeyDep], responses=ERRORS)
@@ -164,7 +164,7 @@ def get_limits(pool: PoolDep, settings: SettingsDep) -> dict[str, Any]:
     }
 
 
-@router.put("/api/risk/limits")
+@router.put("/api/risk/limits", responses=BAD_BODY)
 def put_limits(body: RiskLimits, pool: PoolDep) -> dict[str, Any]:
     """Replace the limits (every field, validated: 422 names a bad one); in force for the bars
     opening from now on, in the stream and in ``ohlcv backtest`` alike."""

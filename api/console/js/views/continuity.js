@@ -1,0 +1,65 @@
+// Continuity: completeness of every stream over each scan window (the scheduled scan's
+// CONTINUITY_WINDOWS_DAYS, ending now, and the whole stored span), the gap segments with their
+// states, and when this scan ran (each figure is one ClickHouse scan, read when the view opens).
+import { api, qs } from "../api.js";
+import { badge, empty, h, isoTime, mount, num, panel, pct, table } from "../ui.js";
+
+const DAY = 86_400_000;
+
+async function scanStream(s, windows, now) {
+  const out = [];
+  for (const w of windows) {
+    const params = { symbol: s.symbol, interval: s.interval, limit: 200 };
+    if (w !== "all") params.from = now - w * DAY;
+    out.push({ window: w === "all" ? "stored span" : `${w}d`, r: await api(`/api/ohlcv/continuity${qs(params)}`) });
+  }
+  return out;
+}
+
+async function start(root) {
+  const meta = await api("/api/ohlcv/streams");
+  const windows = [...meta.continuity_windows.filter((w) => w !== "all"), "all"];
+  const now = Date.now();
+  const summary = h("div", { id: "continuity-summary" }, empty("scanning…"));
+  const detail = h("div", { class: "grid", id: "continuity-streams" });
+  mount(root,
+    h("h1", {}, "Continuity"),
+    h("p", { class: "muted" }, `Scanned ${isoTime(now)} (windows end now; the scheduled scan runs every `
+      + `${num(meta.continuity_scan_interval_s, 0)} s over the same windows).`),
+    h("div", { class: "panel wide" }, h("h2", {}, "Completeness"), summary),
+    detail);
+  const rows = [];
+  for (const s of meta.streams) {
+    const scans = await scanStream(s, windows, now);
+    const gaps = await api(`/api/ohlcv/gaps/status${qs({ symbol: s.symbol, interval: s.interval })}`);
+    rows.push({ s, scans, gaps });
+    const all = scans[scans.length - 1].r;
+    detail.append(panel(`${s.symbol} ${s.interval}`,
+      h("div", { class: "kpis" },
+        h("div", { class: "kpi" }, h("b", {}, pct(all.completeness_ratio, 3)), h("span", {}, "stored span complete")),
+        h("div", { class: "kpi" }, h("b", {}, num(all.missing_bars, 0)), h("span", {}, "missing bars")),
+        h("div", { class: "kpi" }, h("b", {}, num(gaps.open_segments, 0)), h("span", {}, "segments not repaired"))),
+      h("p", { class: "muted" }, `stored ${isoTime(all.first_open_time)} → ${isoTime(all.last_open_time)}`),
+      gaps.segments.length
+        ? table([
+          ["from", (g) => isoTime(g.from_open_time)], ["to", (g) => isoTime(g.to_open_time)],
+          ["bars", (g) => num(g.missing_bars, 0)], ["state", (g) => badge(g.state)], ["attempts", (g) => g.attempts],
+          ["last error", (g) => g.last_error || "–"],
+        ], [...gaps.segments].reverse(), { "data-stream": `${s.symbol}:${s.interval}` })
+        : empty("no gap segments")));
+  }
+  mount(summary, table([
+    ["stream", (x) => `${x.s.symbol} ${x.s.interval}`],
+    ...windows.map((w, i) => [w === "all" ? "stored span" : `${w}d`, (x) => {
+      const r = x.scans[i].r;
+      return h("span", { title: `${num(r.present_bars, 0)} of ${num(r.expected_bars, 0)} bars, ${r.gap_count} holes` },
+        pct(r.completeness_ratio, 3));
+    }]),
+    ["holes (span)", (x) => num(x.scans[x.scans.length - 1].r.gap_count, 0)],
+    ["largest hole", (x) => `${num(x.scans[x.scans.length - 1].r.largest_gap_bars, 0)} bars`],
+    ["open segments", (x) => num(x.gaps.open_segments, 0)],
+  ], rows, { id: "completeness" }));
+  return { rows: () => rows };
+}
+
+export default { start };
