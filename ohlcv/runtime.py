@@ -126,6 +126,7 @@ def run_stack(settings: Settings, *, extensions: Sequence[Extension] = ()) -> No
             print(f"clickhouse  {_safe(settings.clickhouse_dsn)}", flush=True)
             if stack.api_url:
                 print(f"api         {stack.api_url}/docs   metrics {stack.api_url}/metrics", flush=True)
+                print(f"console     {stack.api_url}/   (the web console)", flush=True)
             print("ready — Ctrl-C stops everything", flush=True)
             try:
                 services.run_until(stop)

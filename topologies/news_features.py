@@ -75,6 +75,7 @@ class NewsBook:
         self.cfg = cfg or NewsFeatureConfig()
         self._ids: set[str] = set()
         self._all: list[int] = []  #: every story's fetch time, sorted
+        self._every: np.ndarray | None = None  #: ``_all`` as an array, until the next story
         self._by: dict[str, tuple[list[int], list[float]]] = {}
         self._series: dict[str, _Series] = {}
         self._lock = threading.Lock()
@@ -89,6 +90,7 @@ class NewsBook:
             self._ids.add(article_id)
             t = int(fetched_at)
             bisect.insort(self._all, t)
+            self._every = None
             for s in symbols:
                 ts, ss = self._by.setdefault(s, ([], []))
                 ts.append(t)
@@ -119,7 +121,9 @@ class NewsBook:
             series = self._series.get(symbol)
             if series is None and symbol in self._by:
                 series = self._series[symbol] = _Series(*self._by[symbol])
-            every = np.asarray(self._all, dtype=np.int64)
+            if self._every is None:  # rebuilt once per new story, not once per record
+                self._every = np.asarray(self._all, dtype=np.int64)
+            every = self._every
         last = np.searchsorted(every, tau, side="right") - 1
         stalled = (last < 0) | (tau - every[np.maximum(last, 0)] >= cfg.stall_ms) if every.size else None
         stalled_list = [True] * tau.size if stalled is None else stalled.tolist()

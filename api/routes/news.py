@@ -15,6 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from api.deps import ApiKeyDep, SettingsDep
 from api.errors import StoreUnavailableError
 from api.models import ErrorResponse
+from api.reads import read_rows
 from api.routes.models import BAD_BODY, ERRORS, PoolDep
 from schemas.news import NewsArticle
 
@@ -41,13 +42,7 @@ _SHORT = (
 
 
 def _rows(pool: Any, sql: str, params: dict[str, Any]) -> list[dict[str, Any]]:
-    with pool.client() as client:
-        try:
-            res = client.query(sql, parameters=params)
-        except Exception as exc:
-            raise StoreUnavailableError(f"news read failed: {exc}") from exc
-    names = [n[:-3] if n.endswith("_ms") and n[:-3] in _TIMES else n for n in res.column_names]
-    return [dict(zip(names, r, strict=True)) for r in res.result_rows]
+    return read_rows(pool, sql, params, what="news", times=_TIMES)
 
 
 def _short(rows: list[dict[str, Any]], summary_only: bool) -> list[dict[str, Any]]:

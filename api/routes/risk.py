@@ -20,6 +20,7 @@ from fastapi import APIRouter, Query
 
 from api.deps import ApiKeyDep, SettingsDep, StreamDep
 from api.errors import StoreUnavailableError
+from api.reads import read_rows
 from api.routes.models import BAD_BODY, ERRORS, PoolDep
 from schemas.risk import RiskLimits
 
@@ -38,13 +39,7 @@ def _select(cols: tuple[str, ...]) -> str:
 
 
 def _rows(pool: Any, sql: str, params: dict[str, Any]) -> list[dict[str, Any]]:
-    with pool.client() as client:
-        try:
-            res = client.query(sql, parameters=params)
-        except Exception as exc:
-            raise StoreUnavailableError(f"risk read failed: {exc}") from exc
-    names = [n[:-3] if n.endswith("_ms") and n[:-3] in _TIMES else n for n in res.column_names]
-    return [dict(zip(names, r, strict=True)) for r in res.result_rows]
+    return read_rows(pool, sql, params, what="risk", times=_TIMES)
 
 
 @router.get("/api/risk/state")

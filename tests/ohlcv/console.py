@@ -28,6 +28,7 @@ class Console:
     def __init__(self, page: Any, api: str):
         self.page, self.api = page, api
         self.errors: list[str] = []
+        self.contrast: dict[str, Any] = {"ratio": 99.0}
 
     def goto(self, route: str) -> None:
         """Open a view (``#/name/...``) and wait until it has loaded."""
@@ -48,8 +49,12 @@ class Console:
         return str(self.page.inner_text(selector)).strip()
 
     def shot(self, name: str) -> Path:
+        """A screenshot of the view, and its worst text contrast (``contrast``) on the way."""
         path = screenshot_dir() / f"{name}.png"
         self.page.screenshot(path=str(path), full_page=True)
+        worst = self.eval(CONTRAST_JS)
+        if worst["ratio"] < self.contrast["ratio"]:
+            self.contrast = {**worst, "view": name}
         return path
 
 
@@ -85,6 +90,9 @@ def _produce_partial(broker: str, c: Candle) -> None:
     p = Producer({"bootstrap.servers": broker})
     p.produce(RAW_KLINES.name, key=key, value=value)
     assert p.flush(30) == 0
+
+
+CONTRAST_JS = (Path(__file__).parent / "contrast.js").read_text()
 
 
 def check_views(api: str, key: str, data_dir: Path) -> None:
@@ -125,6 +133,16 @@ def check_views(api: str, key: str, data_dir: Path) -> None:
         _produce_partial(broker, replace(moving, high=up, close=up, volume=2.0, event_time=t + 2_000))
         c.wait(f"window.ohlcvConsole.view.lastBar().close === {up}")
         assert "live" in c.text("#conn")
+        # a dropped connection resumes with since_seq, without a reload: the missed update arrives
+        bars = c.eval("window.ohlcvConsole.view.bars()")
+        c.eval("window.ohlcvConsole.view.socket.drop()")
+        down = round(last.close * 0.997, 4)
+        _produce_partial(broker, replace(moving, low=down, close=down, volume=3.0, event_time=t + 3_000))
+        c.wait("window.ohlcvConsole.view.socket.resumes === 1")
+        c.wait("window.ohlcvConsole.view.socket.current === 'live'")
+        c.wait(f"window.ohlcvConsole.view.lastBar().close === {down}")
+        assert c.eval("window.ohlcvConsole.view.bars()") == bars
+        assert c.eval("window.ohlcvConsole.view.counts().snapshot") == 1  # resumed, not re-snapshotted
         c.shot("candles")
 
         # continuity: the stored span's completeness of each stream, as the API scans it
@@ -184,6 +202,10 @@ def check_views(api: str, key: str, data_dir: Path) -> None:
         found = get("/api/news/search", q="bitcoin", days=3650, limit=50)["total"]
         assert c.text("#news-search-total") == f"{found} match(es)"
         c.shot("news")
+
+        # readable contrast: the text of every view, against the background it is drawn on, at
+        # WCAG AA (4.5:1)
+        assert c.contrast["ratio"] >= 4.5, c.contrast
 
         # the keyboard: on a fresh load Tab reaches the skip link, then the views' links; Enter
         # on one opens its view and moves the focus to its content

@@ -117,6 +117,7 @@ def test_the_console_watches_the_live_day_a_gap_open_and_then_repaired(demo: Dem
         c.wait(f"window.ohlcvConsole.view.lastBar().time > {before['time'] if before else 0}")
         # the repaired minutes are on the chart as candles, under a repaired band
         assert c.eval(f"window.ohlcvConsole.view.bar({withheld + 2 * 60_000}) !== null")
+        assert c.eval("window.ohlcvConsole.view.overlayPoints()") >= 5
         c.shot("candles-live")
         assert c.errors == [], c.errors
 

@@ -4,7 +4,7 @@
 import { CandlestickSeries, HistogramSeries, createChart } from "lightweight-charts";
 import { api, qs } from "../api.js";
 import { CandleSocket } from "../ws.js";
-import { h, isoTime, mount, num } from "../ui.js";
+import { h, isoTime, mount, num, toast } from "../ui.js";
 
 export const GAP_COLOURS = {
   open: "rgba(248, 81, 73, 0.45)", repairing: "rgba(210, 153, 34, 0.45)", failed: "rgba(248, 81, 73, 0.65)",
@@ -111,6 +111,7 @@ async function start(root, { params, setConnection }) {
   const socket = new CandleSocket({
     symbol, interval,
     onSnapshot: (snap) => {
+      counts.snapshot = (counts.snapshot || 0) + 1;
       bars.clear();
       for (const c of snap.candles) bars.set(c.open_time / 1000, toBar(c));
       redrawAll();
@@ -143,6 +144,7 @@ async function start(root, { params, setConnection }) {
         closed: `closed${detail ? `: ${detail}` : ""}`, idle: "not connected" }[s] || s;
       setConnection(s, text);
     },
+    onClose: (ev) => toast(`The live feed closed (${ev.code}): ${ev.reason || "no reason given"}`),
   });
   socket.start();
   const tick = setInterval(() => {

@@ -52,7 +52,8 @@ async function start(root, { params }) {
       panel("Latest features", slots.features), panel("Feature drift", slots.drift),
       h("section", { class: "panel wide", "aria-label": "Production and candidate" }, h("h2", {}, "Production vs candidate"), slots.summary),
       h("section", { class: "panel wide", "aria-label": "Live calibration" }, h("h2", {}, "Live calibration"), slots.calibration),
-      panel("Promotion events", slots.events), panel("Training jobs", slots.jobs),
+      h("section", { class: "panel wide", "aria-label": "Promotion events" }, h("h2", {}, "Promotion events"), slots.events),
+      h("section", { class: "panel wide", "aria-label": "Training jobs" }, h("h2", {}, "Training jobs"), slots.jobs),
       panel("Evidently reports", slots.reports), panel("Inference playground", slots.playground)));
 
   const fill = async (slot, fn) => {
@@ -104,15 +105,16 @@ async function start(root, { params }) {
             : empty("no checks recorded yet")));
     }),
     fill(slots.events, async () => {
-      const ev = await api(`/api/models/promotion/events${q}`);
-      const rows = ev.events || ev;
-      return rows.length ? table([["at", (e) => isoTime(e.at)], ["action", (e) => e.action || e.kind || e.event],
-        ["model", (e) => e.model_id], ["by", (e) => e.actor || e.reason || ""]], rows) : empty("no promotion events");
+      const rows = await api(`/api/models/promotion/events${q}`);
+      return rows.length ? table([["at", (e) => isoTime(e.at)], ["kind", (e) => e.kind], ["to", (e) => e.to_model_id],
+        ["from", (e) => e.from_model_id || "–"], ["by", (e) => e.actor], ["reasons", (e) => (e.reasons || []).join("; ") || "–"]], rows)
+        : empty("no promotion events");
     }),
     fill(slots.jobs, async () => {
       const jobs = await api("/api/training/jobs?limit=20");
-      return jobs.length ? table([["job", (j) => j.job_id], ["stream", (j) => `${j.symbol} ${j.interval}`],
-        ["status", (j) => badge(j.status)], ["started", (j) => isoTime(j.started_at)], ["model", (j) => j.model_id || "–"]], jobs)
+      return jobs.length ? table([["started", (j) => isoTime(j.started_at)], ["stream", (j) => `${j.symbol} ${j.interval}`],
+        ["status", (j) => badge(j.status)], ["trigger", (j) => j.trigger], ["model", (j) => j.model_id || "–"],
+        ["error", (j) => j.error || "–"]], jobs)
         : empty("no training jobs");
     }),
     fill(slots.reports, async () => {
