@@ -21,7 +21,7 @@ from schemas.klines import Candle
 from schemas.topics import RAW_KLINES
 from streams.replay import kline_record
 from tests.browser import playwright_chromium, screenshot_dir
-from tests.topologies.helpers import xrp_candles
+from tests.topologies.helpers import vision_candles, xrp_candles
 
 
 class Console:
@@ -143,6 +143,12 @@ def check_views(api: str, key: str, data_dir: Path) -> None:
         c.wait(f"window.ohlcvConsole.view.lastBar().close === {down}")
         assert c.eval("window.ohlcvConsole.view.bars()") == bars
         assert c.eval("window.ohlcvConsole.view.counts().snapshot") == 1  # resumed, not re-snapshotted
+        # another stream from the picker: its own stored candles
+        link = vision_candles("LINKUSDT")
+        c.page.select_option("#stream", "LINKUSDT/1m")
+        c.wait(f"window.ohlcvConsole.view.lastBar()?.time === {link[-1].open_time / 1000}")
+        assert c.eval("window.ohlcvConsole.view.lastBar()")["close"] == link[-1].close
+        assert c.eval("window.ohlcvConsole.view.bars()") == 500 and "LINKUSDT/1m" in c.page.url
         c.shot("candles")
 
         # continuity: the stored span's completeness of each stream, as the API scans it
