@@ -42,26 +42,32 @@ def _rows(pool: Any, sql: str, params: dict[str, Any]) -> list[dict[str, Any]]:
     return read_rows(pool, sql, params, what="risk", times=_TIMES)
 
 
+def _limits_now(pool: Any, settings: Any) -> tuple[RiskLimits, int, list[tuple[int, RiskLimits]]]:
+    """The limits in force now, their effective_from, and every change (``risk_limits``)."""
+    from risk.store import default_limits, limit_table
+    from topologies.risk_logic import limits_at
+
+    with pool.client() as client:
+        try:
+            table = limit_table(client)
+        except Exception as exc:
+            raise StoreUnavailableError(f"risk read failed: {exc}") from exc
+    now, since = limits_at(table, int(time.time() * 1000), default_limits(settings))
+    return now, since, table
+
+
 @router.get("/api/risk/state")
 def state(pool: PoolDep, settings: SettingsDep) -> dict[str, Any]:
     """Each stream's book after its newest bar (equity, cash, exposure, utilization, drawdown,
     peak equity, the pending order and its notional), the totals over the books, and the
     account's committed exposure against ``max_total_exposure`` (the limits in force now)."""
-    from risk.store import default_limits, limit_table
-    from topologies.risk_logic import limits_at
-
     books = _rows(
         pool,
         f"SELECT {_select(_STATE)}, JSONExtractFloat(book, 'pending_notional') AS pending_notional "  # noqa: S608
         "FROM risk_state FINAL ORDER BY symbol, interval, open_time DESC LIMIT 1 BY symbol, interval",
         {},
     )
-    with pool.client() as client:
-        try:
-            table = limit_table(client)
-        except Exception as exc:
-            raise StoreUnavailableError(f"risk read failed: {exc}") from exc
-    now, _ = limits_at(table, int(time.time() * 1000), default_limits(settings))
+    now, _, _ = _limits_now(pool, settings)
     committed = sum(b["exposure"] + b["pending_notional"] for b in books)
     return {
         "books": books,
@@ -143,15 +149,7 @@ def equity(
 @router.get("/api/risk/limits")
 def get_limits(pool: PoolDep, settings: SettingsDep) -> dict[str, Any]:
     """The limits in force now, when they took effect (0: the RISK_* defaults), and the changes."""
-    from risk.store import default_limits, limit_table
-    from topologies.risk_logic import limits_at
-
-    with pool.client() as client:
-        try:
-            table = limit_table(client)
-        except Exception as exc:
-            raise StoreUnavailableError(f"risk read failed: {exc}") from exc
-    now, since = limits_at(table, int(time.time() * 1000), default_limits(settings))
+    now, since, table = _limits_now(pool, settings)
     return {
         "limits": now.model_dump(),
         "effective_from": since,
