@@ -210,3 +210,23 @@ def test_books_share_the_account_max_total_exposure_as_the_backtest_does(
     ).result_rows[0][0]
     assert over == 0
     assert ch.query("SELECT max(account_exposure) FROM risk_state FINAL").result_rows[0][0] > 5_000
+    # the API's account: the books' committed exposure against the limit in force
+    import functools
+
+    from fastapi.testclient import TestClient
+
+    from api.main import create_app
+    from ohlcv.infra.clickhouse import make_client
+    from tests.api.conftest import AUTH, api_settings
+
+    app = create_app(api_settings(symbols=["XRPUSDT", "LINKUSDT"]), broker_address=broker,
+                     clickhouse_client_factory=functools.partial(make_client, ch_url, ch_db))  # fmt: skip
+    with TestClient(app) as api:
+        st = api.get("/api/risk/state", headers=AUTH).json()
+    books = {b["symbol"]: b for b in st["books"]}
+    assert set(books) == {"XRPUSDT", "LINKUSDT"}
+    for sym, r in zip(("XRPUSDT", "LINKUSDT"), ref.values(), strict=True):
+        assert abs(books[sym]["equity"] - r.curve["equity"].iloc[-1]) < 0.005
+    want = sum(b["exposure"] + b["pending_notional"] for b in books.values())
+    assert st["account"]["max_total_exposure"] == 7_500
+    assert st["account"]["committed_exposure"] == pytest.approx(want)
