@@ -195,6 +195,7 @@ def import_files(
 
     if mode is ImportMode.bulk:
         from ohlcv.infra.clickhouse import make_client, migrate
+        from sinks.bulk_resample import resample_history
         from sinks.clickhouse_bulk import load_files
 
         client = make_client(settings.clickhouse_dsn)
@@ -211,6 +212,9 @@ def import_files(
                     on_bad_row=bad_rows.append,
                     on_progress=lambda n: advance(task, n),
                 )
+            # bulk rows have no events, so the resampler never sees them: their higher candles
+            # are built in ClickHouse by the resampler's rule (sinks.bulk_resample)
+            resampled = resample_history(client, settings.resample_intervals) if result.inserted else []
         finally:
             client.close()
         if bad_rows:
@@ -220,6 +224,15 @@ def import_files(
             f"ClickHouse ({result.skipped_existing:,} already present) in {result.elapsed_s:.1f}s, "
             f"{result.rows_per_s:,.0f} rows/s"
         )
+        if any(r.written for r in resampled):
+            by: dict[str, int] = {}
+            for r in resampled:
+                by[r.interval] = by.get(r.interval, 0) + r.written
+            typer.echo(
+                "resampled the stored 1m bars: "
+                + ", ".join(f"{n:,} {i}" for i, n in by.items() if n)
+                + " candles (RESAMPLE_INTERVALS)"
+            )
     else:
         from ohlcv.runtime import read_run_file, running_broker
 

@@ -1,7 +1,8 @@
 """``make demo``: the bundled real sample, replayed as a live market through the whole pipeline.
 
 - History: the Binance Vision months (LINK/AVAX/NEAR USDT-M, Feb 2026) and all of the XRP/USDT
-  spot dump except its last day are bulk-loaded into ClickHouse (the fast path for history);
+  spot dump except its last day are bulk-loaded into ClickHouse (the fast path for history),
+  and their higher candles built there (``sinks.bulk_resample``);
   the candle topology re-seeds from them, and their feature rows are derived by the feature
   rebuild before the live candles start (the features state then seeds from them).
 - Live: the XRP dump's last day is replayed onto the raw kline topic as a live market, one
@@ -127,6 +128,12 @@ def start_demo(services: Services, stop: threading.Event) -> None:
         f"({len(vision)} Vision months + XRP/USDT until the last day)",
         flush=True,
     )
+    # their higher candles (5m … 1d), as `ohlcv import --mode bulk` builds them
+    from sinks.bulk_resample import resample_history
+
+    resampled = sum(r.written for r in resample_history(client, settings.resample_intervals))
+    ivs = ",".join(settings.resample_intervals)
+    print(f"resampled   {resampled:,} higher candles of the history ({ivs})", flush=True)
     # bulk-loaded history has no events, so no feature rows: derive them before the live
     # candles arrive, so the features state of each stream seeds from them (exact from bar one)
     if settings.features_enabled:

@@ -29,13 +29,14 @@ def run(cwd: Path, *args: str, **values: str) -> subprocess.CompletedProcess[str
     return subprocess.run(argv, check=False, cwd=cwd, env=env, capture_output=True, text=True, timeout=120)
 
 
-def count_rows(ch_path: Path) -> tuple[int, int]:
-    """(rows under FINAL, physical rows) in the CLI's chDB, read from another process."""
+def count_rows(ch_path: Path, interval: str = "1m") -> tuple[int, int]:
+    """(rows under FINAL, physical rows) of one interval in the CLI's chDB, read from another process."""
+    where = f"WHERE interval = '{interval}'"
     code = (
         "from ohlcv.infra.clickhouse import make_client; "
         f"c = make_client('chdb://{ch_path}'); "
-        "print(c.query('SELECT count() FROM ohlcv_candles FINAL').result_rows[0][0], "
-        "c.query('SELECT count() FROM ohlcv_candles').result_rows[0][0])"
+        f'print(c.query("SELECT count() FROM ohlcv_candles FINAL {where}").result_rows[0][0], '
+        f'c.query("SELECT count() FROM ohlcv_candles {where}").result_rows[0][0])'
     )
     out = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True, timeout=60)
     final, physical = out.stdout.split()
@@ -56,10 +57,15 @@ def test_bulk_import_loads_every_row_shows_progress_and_is_idempotent(tmp_path: 
     assert first.returncode == 0, first.stderr
     assert "bulk-loaded 61,274 rows of 61,274 from 1 file(s) into ClickHouse (0 already" in first.stdout
     assert "bulk load" in first.stderr and "61,274 rows" in first.stderr and "rows/s" in first.stderr
+    # the higher candles of the loaded bars (the default RESAMPLE_INTERVALS), built in ClickHouse
+    five = count_rows(tmp_path / "ch", "5m")
+    assert f"resampled the stored 1m bars: {five[0]:,} 5m, " in first.stdout and five[0] > 12_000
     again = run(tmp_path, str(XRP), "--mode", "bulk")
     assert again.returncode == 0, again.stderr
     assert "bulk-loaded 0 rows of 61,274 from 1 file(s) into ClickHouse (61,274 already" in again.stdout
+    assert "resampled" not in again.stdout
     assert count_rows(tmp_path / "ch") == (61_274, 61_274)
+    assert count_rows(tmp_path / "ch", "5m") == five
 
 
 def test_missing_file_is_one_line_and_exit_code_2(tmp_path: Path) -> None:

@@ -387,7 +387,8 @@ def test_cli_scan_writes_the_original_json_and_queues(tmp_path: Path) -> None:
         2, XRP_EXPECTED, XRP_PRESENT, 283,
     )  # fmt: skip
     assert one["scanned_days"] == int(days) and one["completeness_ratio"] == XRP_PRESENT / XRP_EXPECTED
-    assert reports[1]["expected_bars"] == 0 and reports[1]["completeness_ratio"] is None  # no 5m stored
+    five = reports[1]  # built by the bulk import: 30 + 56 whole 5m buckets inside the two outages
+    assert (five["present_bars"], five["gap_count"], five["missing_bars"]) == (12_255, 2, 86)
     again = run("scan", "--symbol", "xrpusdt", "--interval", "1m", "--days", days, "--queue-missing")
     assert again.returncode == 0, again.stderr
     assert "queued" in again.stdout
