@@ -83,6 +83,10 @@ def test_train_shows_progress_and_a_summary_then_promote_and_rollback(cli: Cli) 
         (("models", "promote", "XRPUSDT-1m-v99-x"), "unknown model 'XRPUSDT-1m-v99-x'"),
         (("backtest", "--symbol", "XRPUSDT", "--interval", "1m"), "no scored bars for XRPUSDT 1m"),
         (("backtest", "--symbol", "BTCUSDT", "--interval", "1m"), "BTCUSDT 1m is not a served stream"),
+        (
+            ("backtest", "--symbol", "XRPUSDT", "--interval", "1m", "--with", "ETHUSDT"),
+            "ETHUSDT 1m is not a served stream",
+        ),
     ],
 )
 def test_bad_requests_are_one_clear_line(cli: Cli, args: tuple[str, ...], message: str) -> None:
