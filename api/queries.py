@@ -374,6 +374,19 @@ class CandleQueries:
         return candles, repairs, len(rows) > limit or len(reps) > limit
 
     # --- continuity -------------------------------------------------------------------------
+    def last_scans(self) -> list[dict[str, Any]]:
+        """The scheduled scan's newest result per stream and window (``continuity_scans``)."""
+        cols = ("symbol", "interval", "window", "scanned_at", "span_from", "span_to", "expected_bars",
+                "present_bars", "missing_bars", "gap_count", "largest_gap_bars", "completeness")  # fmt: skip
+        times = {"scanned_at", "span_from", "span_to"}
+        select = ", ".join(f"toUnixTimestamp64Milli({c})" if c in times else c for c in cols)
+        rows = self._rows(
+            "continuity scans",
+            f"SELECT {select} FROM continuity_scans FINAL ORDER BY symbol, interval, window",  # noqa: S608
+            {},
+        )
+        return [dict(zip(cols, r, strict=True)) for r in rows]
+
     def continuity(
         self, st: Stream, start_ms: int | None, end_ms: int | None, now_ms: int, max_ranges: int
     ) -> ContinuityReport:

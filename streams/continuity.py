@@ -602,6 +602,25 @@ def update_gauges(report: ContinuityReport, window: str) -> None:
     MISSING_BARS.labels(report.symbol, report.interval, window).set(report.missing_bars)
 
 
+SCAN_COLUMNS = ("symbol", "interval", "window", "scanned_at", "span_from", "span_to", "expected_bars",
+                "present_bars", "missing_bars", "gap_count", "largest_gap_bars", "completeness",
+                "elapsed_ms")  # fmt: skip
+
+
+def store_scans(client: Client, labelled: Sequence[tuple[str, ContinuityReport]], now_ms: int) -> None:
+    """One row per (window label, report) into ``continuity_scans``; a failed write is logged,
+    never a failed scan (the gauges hold the same figures)."""
+    rows = [[r.symbol, r.interval, label, now_ms, r.span_from_ms, r.span_to_ms, r.expected_bars,
+             r.present_bars, r.missing_bars, r.gap_count, r.largest_gap_bars, r.completeness_ratio,
+             r.elapsed_ms] for label, r in labelled]  # fmt: skip
+    if not rows:
+        return
+    try:
+        client.insert("continuity_scans", rows, column_names=list(SCAN_COLUMNS))
+    except Exception as exc:
+        logger.warning("continuity scan results not stored (continuity_scans): %s", exc)
+
+
 def count_waiting_segments(client: Client, symbol: str, interval: str) -> int:
     """Segments of the stream whose effective state still waits for a repair."""
     from streams.backfill import segment_lifecycle
@@ -654,15 +673,19 @@ class ContinuityScheduler(threading.Thread):
         self.last_reports: list[ContinuityReport] = []
 
     def scan_all(self) -> list[ContinuityReport]:
-        """One cycle: every stream x window; returns the reports (longest window last per stream)."""
+        """One cycle: every stream x window; returns the reports (longest window last per stream)
+        and stores each in ``continuity_scans`` (the newest per stream and window)."""
         now = self.clock_ms()
         reports: list[ContinuityReport] = []
+        labelled: list[tuple[str, ContinuityReport]] = []
         for symbol, interval in self.streams:
             for window in self.windows_days:
                 days = None if window == "all" else window
                 report = scan(self.client, symbol, interval, days=days, now_ms=now)
-                update_gauges(report, "all" if days is None else f"{days}d")
+                label = "all" if days is None else f"{days}d"
+                update_gauges(report, label)
                 reports.append(report)
+                labelled.append((label, report))
             if self.queue and reports:
                 queued = queue_missing(self.client, reports[-1], now_ms=now)
                 if self.on_queued is not None and queued.segments():
@@ -670,6 +693,7 @@ class ContinuityScheduler(threading.Thread):
             OPEN_SEGMENTS.labels(symbol, interval).set(count_waiting_segments(self.client, symbol, interval))
         self.cycles += 1
         self.last_reports = reports
+        store_scans(self.client, labelled, now)
         return reports
 
     def run(self) -> None:

@@ -69,6 +69,15 @@ def streams(settings: SettingsDep) -> dict[str, Any]:
     }
 
 
+@router.get("/continuity/scans")
+def continuity_scans(queries: QueriesDep) -> dict[str, Any]:
+    """The scheduled continuity scan's newest result per stream and window (``continuity_scans``:
+    completeness, holes, the scanned span), and when the newest was taken; empty before the
+    first cycle (``CONTINUITY_SCAN_INTERVAL_S``)."""
+    scans = queries.last_scans()
+    return {"scanned_at": max((s["scanned_at"] for s in scans), default=None), "scans": scans}
+
+
 @router.get("/recent", response_model=RecentResponse)
 async def recent(
     st: StreamDep,

@@ -163,6 +163,21 @@ def check_views(api: str, key: str, data_dir: Path) -> None:
             ratio = span["completeness_ratio"]
             assert row[-4] == ("–" if ratio is None else f"{100 * ratio:,.3f} %"), (row, span)
             assert row[-3] == f"{span['gap_count']:,}", (row, span)
+        # the last scheduled scan, as the stack stored it
+        shown_scans = c.eval(
+            "[...document.querySelectorAll('#last-scans tbody tr')]"
+            ".map(r => [...r.cells].map(x => x.innerText))"
+        )
+        scans = get("/api/ohlcv/continuity/scans")["scans"]
+        assert len(shown_scans) == len(scans) > 0
+        by = {(x["symbol"], x["interval"], x["window"]): x for x in scans}
+        for row in shown_scans:
+            sym, iv = row[0].split()
+            x = by[(sym, iv, row[1])]
+            assert row[2] == ("–" if x["completeness"] is None else f"{100 * x['completeness']:,.3f} %"), (
+                row,
+                x,
+            )
         c.shot("continuity")
 
         # features and models: live calibration as the API computes it

@@ -320,6 +320,20 @@ def test_scheduler_keeps_the_gauges_current(xrp: Client) -> None:
     ratio_30d = thirty.present_bars / thirty.expected_bars
     assert gauge("ohlcv_completeness_ratio", **labels, window="30d") == ratio_30d
     assert gauge("ohlcv_gap_open_segments", **labels) == 0
+    # each cycle's results are stored, the newest per stream and window (continuity_scans)
+    stored = xrp.query(
+        "SELECT window, toUnixTimestamp64Milli(scanned_at), expected_bars, present_bars, missing_bars, "
+        "gap_count, completeness, toUnixTimestamp64Milli(span_from) FROM continuity_scans FINAL "
+        "WHERE symbol = 'XRPUSDT' AND interval = '1m' ORDER BY expected_bars"
+    ).result_rows
+    assert [r[0] for r in stored] == ["1d", "30d", "365d"]
+    for row, r in zip(stored, reports, strict=True):
+        assert row[1:] == (XRP_NOW, r.expected_bars, r.present_bars, r.missing_bars, r.gap_count,
+                           r.completeness_ratio, r.span_from_ms)  # fmt: skip
+    scheduler.clock_ms = lambda: XRP_NOW + 1
+    scheduler.scan_all()
+    assert xrp.query("SELECT count(), min(toUnixTimestamp64Milli(scanned_at)) FROM continuity_scans FINAL "
+                     "WHERE symbol = 'XRPUSDT'").result_rows[0] == (3, XRP_NOW + 1)  # fmt: skip
     # queueing from the scheduler; the thread runs cycles until stopped
     queued = ContinuityScheduler(
         xrp, [("XRPUSDT", "1m")], every_s=0.05, queue_missing=True, clock_ms=lambda: XRP_NOW

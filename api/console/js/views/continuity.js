@@ -1,6 +1,7 @@
-// Continuity: completeness of every stream over each scan window (the scheduled scan's
-// CONTINUITY_WINDOWS_DAYS, ending now, and the whole stored span), the gap segments with their
-// states, and when this scan ran (each figure is one ClickHouse scan, read when the view opens).
+// Continuity: the last scheduled scan (continuity_scans: every stream x window, as the stack
+// scanned it), completeness of every stream over each window scanned now (the scheduled scan's
+// CONTINUITY_WINDOWS_DAYS, ending now, and the whole stored span), and the gap segments with
+// their states.
 import { api, qs } from "../api.js";
 import { badge, empty, h, isoTime, mount, num, panel, pct, table } from "../ui.js";
 
@@ -21,13 +22,27 @@ async function start(root) {
   const windows = [...meta.continuity_windows.filter((w) => w !== "all"), "all"];
   const now = Date.now();
   const summary = h("div", { id: "continuity-summary" }, empty("scanning…"));
+  const last = h("div", { id: "continuity-last" }, empty("loading…"));
   const detail = h("div", { class: "grid", id: "continuity-streams" });
   mount(root,
     h("h1", {}, "Continuity"),
     h("p", { class: "muted" }, `Scanned ${isoTime(now)} (windows end now; the scheduled scan runs every `
       + `${num(meta.continuity_scan_interval_s, 0)} s over the same windows).`),
-    h("div", { class: "panel wide" }, h("h2", {}, "Completeness"), summary),
+    h("div", { class: "panel wide" }, h("h2", {}, "Last scheduled scan"), last),
+    h("div", { class: "panel wide" }, h("h2", {}, "Completeness now"), summary),
     detail);
+  const stored = await api("/api/ohlcv/continuity/scans");
+  mount(last, stored.scans.length
+    ? h("div", {},
+      h("p", { class: "muted", id: "last-scan-at" }, `newest ${isoTime(stored.scanned_at)}`),
+      table([
+        ["stream", (x) => `${x.symbol} ${x.interval}`], ["window", (x) => x.window],
+        ["complete", (x) => pct(x.completeness, 3)], ["holes", (x) => num(x.gap_count, 0)],
+        ["missing bars", (x) => num(x.missing_bars, 0)], ["largest", (x) => num(x.largest_gap_bars, 0)],
+        ["span", (x) => (x.span_from === null ? "nothing expected" : `${isoTime(x.span_from)} → ${isoTime(x.span_to)}`)],
+        ["scanned", (x) => isoTime(x.scanned_at)],
+      ], stored.scans, { id: "last-scans" }))
+    : empty("no scheduled scan stored yet (the stack scans every CONTINUITY_SCAN_INTERVAL_S)"));
   const rows = [];
   for (const s of meta.streams) {
     const scans = await scanStream(s, windows, now);
