@@ -51,7 +51,7 @@ async function route(ev) {
     if (a.dataset.view === name) a.setAttribute("aria-current", "page");
     else a.removeAttribute("aria-current");
   }
-  setConnection("idle", "not connected");
+  setConnection("idle", "no live feed on this view");
   const root = h("div", { "data-view": name });
   mount(main, root);
   window.ohlcvConsole.ready = null;
