@@ -85,7 +85,7 @@ def _either(read: Callable[[], Any], shown: Callable[[], str], fmt: Callable[[An
     assert seen in (before, after), (seen, before, after)
 
 
-def _produce_partial(broker: str, c: Candle) -> None:
+def _produce_kline(broker: str, c: Candle) -> None:
     key, value = kline_record(c, source="ws", market="spot", received_at=int(time.time() * 1000))
     p = Producer({"bootstrap.servers": broker})
     p.produce(RAW_KLINES.name, key=key, value=value)
@@ -127,17 +127,27 @@ def check_views(api: str, key: str, data_dir: Path) -> None:
         t = last.open_time + 60_000
         moving = Candle("XRPUSDT", "1m", t, t + 59_999, last.close, last.close, last.close, last.close, 1.0,
                         None, None, None, None, False, "ws", event_time=t + 1_000)  # fmt: skip
-        _produce_partial(broker, moving)
+        _produce_kline(broker, moving)
         c.wait(f"window.ohlcvConsole.view.lastBar().time === {t / 1000}")
         up = round(last.close * 1.004, 4)
-        _produce_partial(broker, replace(moving, high=up, close=up, volume=2.0, event_time=t + 2_000))
+        _produce_kline(broker, replace(moving, high=up, close=up, volume=2.0, event_time=t + 2_000))
         c.wait(f"window.ohlcvConsole.view.lastBar().close === {up}")
         assert "live" in c.text("#conn")
+        # a revised close of a stored bar behind the last: a repair, redrawn in place
+        old = stored[-10]
+        revised = old["high"] if old["high"] != old["close"] else old["low"]
+        ot = old["open_time"]
+        fix = Candle("XRPUSDT", "1m", ot, ot + 59_999, old["open"], old["high"], old["low"], revised,
+                     old["volume"], None, None, None, None, True, "ws", event_time=ot + 60_000)  # fmt: skip
+        _produce_kline(broker, fix)
+        c.wait(f"window.ohlcvConsole.view.bar({ot}).close === {revised}")
+        assert c.eval("window.ohlcvConsole.view.counts().repair") == 1
+        assert c.eval("window.ohlcvConsole.view.lastBar().time") == t / 1000  # the last bar stays the last
         # a dropped connection resumes with since_seq, without a reload: the missed update arrives
         bars = c.eval("window.ohlcvConsole.view.bars()")
         c.eval("window.ohlcvConsole.view.socket.drop()")
         down = round(last.close * 0.997, 4)
-        _produce_partial(broker, replace(moving, low=down, close=down, volume=3.0, event_time=t + 3_000))
+        _produce_kline(broker, replace(moving, low=down, close=down, volume=3.0, event_time=t + 3_000))
         c.wait("window.ohlcvConsole.view.socket.resumes === 1")
         c.wait("window.ohlcvConsole.view.socket.current === 'live'")
         c.wait(f"window.ohlcvConsole.view.lastBar().close === {down}")
