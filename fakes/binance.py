@@ -873,7 +873,8 @@ class FakeBinance:
         def banned(until: float) -> tuple[int, Any, int | None, int]:
             ms = int((time.time() + until - now) * 1000)
             msg = f"Way too much request weight used; IP banned until {ms}. Please use WebSocket Streams for live updates to avoid bans."  # noqa: E501
-            return 418, {"code": -1003, "msg": msg}, max(1, math.ceil(until - now)), used
+            # (now + s) - now can come out a float ulp above s (now is monotonic seconds): round first
+            return 418, {"code": -1003, "msg": msg}, max(1, math.ceil(round(until - now, 6))), used
 
         too_many = {
             "code": -1003,

@@ -184,10 +184,13 @@ def check_views(api: str, key: str, data_dir: Path) -> None:
         for row in shown_scans:
             sym, iv = row[0].split()
             x = by[(sym, iv, row[1])]
-            assert row[2] == ("–" if x["completeness"] is None else f"{100 * x['completeness']:,.3f} %"), (
-                row,
-                x,
-            )
+            if x["completeness"] is None:
+                assert row[2] == "–", (row, x)
+            else:  # a window ending now loses a bar a minute: a cycle between the reads may move it
+                assert abs(float(row[2].rstrip(" %").replace(",", "")) - 100 * x["completeness"]) < 0.01, (
+                    row,
+                    x,
+                )
         c.shot("continuity")
 
         # features and models: live calibration as the API computes it
