@@ -52,7 +52,6 @@ class LimitsSource:
         self.client, self.default, self.poll_s = client, default, poll_s
         self._table: list[tuple[int, RiskLimits]] = []
         self._started = False
-        self._stop = threading.Event()
 
     def __call__(self, open_time: int) -> tuple[RiskLimits, int]:
         if not self._started:
@@ -62,14 +61,12 @@ class LimitsSource:
         return limits_at(self._table, open_time, self.default)
 
     def _refresh(self) -> None:
-        while not self._stop.wait(self.poll_s):
+        while True:  # a daemon thread: it ends with the process
+            time.sleep(self.poll_s)
             try:
                 self._table = limit_table(self.client)  # one reference swap: the step reads either
             except Exception:  # a failed read keeps the limits in force; the next poll retries
                 log.warning("risk_limits read failed; keeping the limits in force", exc_info=True)
-
-    def close(self) -> None:
-        self._stop.set()
 
 
 def stored_book(client: Client, symbol: str, interval: str) -> dict[str, Any] | None:

@@ -115,6 +115,7 @@ def step(
     day_loss = book["day_start_equity"] - equity
     held = book["qty"] > 0
     want = bool(score["decision"])
+    entry = min(limits.max_position_notional, book["cash"] / (1 + fee_rate))  # what a buy would spend
     if held and c <= book["entry_price"] * (1 - limits.stop_loss_pct):
         outcome, reason = "stop", "stop_loss"
     elif held and day_loss >= limits.max_daily_loss:
@@ -131,9 +132,7 @@ def step(
         outcome, reason = "refused", "max_drawdown"
     elif day_loss >= limits.max_daily_loss:
         outcome, reason = "refused", "max_daily_loss"
-    elif (
-        others + min(limits.max_position_notional, book["cash"] / (1 + fee_rate)) > limits.max_total_exposure
-    ):
+    elif others + entry > limits.max_total_exposure:
         outcome, reason = "refused", "max_total_exposure"
     else:
         outcome, reason = "enter", "model_long"
@@ -143,9 +142,7 @@ def step(
         book["pending"] = "buy" if outcome == "enter" else "sell"
         book["pending_reason"], book["decided_at"] = reason, t
     book["exposure"] = exposure
-    book["pending_notional"] = (
-        min(limits.max_position_notional, book["cash"] / (1 + fee_rate)) if outcome == "enter" else 0.0
-    )
+    book["pending_notional"] = entry if outcome == "enter" else 0.0
     book["last_open_time"] = t
     events.append({
         "type": "decision", "symbol": sym, "interval": iv, "open_time": t, "outcome": outcome,
