@@ -15,9 +15,11 @@ Run: ``.venv/bin/python -m bench.scoring [throughput] [reports] [latency] [train
   its last ClickHouse write (``topology_rows_per_s``: includes the wait for the last
   checkpoint, up to one commit interval, 1 s).
 - Latency (the live shape, features step included): single-candle ``append`` events at 200/s
-  into one Application running the features and the scoring dataframes (as ``ohlcv up``); per
+  into one Application running the features step with inline scoring (as ``ohlcv up``); per
   bar, the score's arrival on ``ohlcv.scores`` at a consumer minus the event's production time,
-  with the feature row's arrival on ``ohlcv.features`` for the split.
+  with the feature row's arrival on ``ohlcv.features`` for the split. Then the same through the
+  features topic: a scoring dataframe reading ``ohlcv.features`` in the same Application (the
+  extra hop of a scorer scaled apart, ``ohlcv run scoring``).
 - Reports: realized outcomes of the scored rows, then the Evidently data drift report (5,000
   reference rows, 200 current) and the classification report (500 realized scores); the first
   includes importing Evidently.
@@ -31,6 +33,7 @@ import json
 import tempfile
 import time
 import uuid
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -49,17 +52,18 @@ from tests.topologies.helpers import PlainState, xrp_candles
 from tests.topologies.pipeline import unique_topics
 from topologies.feature_logic import FeatureStream
 from topologies.news_features import NewsBook
-from topologies.runner import TopologyConfig, build_scoring_application, tune_gc
+from topologies.runner import TopologyConfig, build_features_application, build_scoring_application, tune_gc
 from training.train import train_model
 
 LAT_N = 2000
 LAT_PER_S = 200
 
 
-def latency(address: str, url: str, db: str, ch: Any) -> dict[str, Any]:
-    """Closed candle event -> feature row -> score, in one Application (features + scoring)."""
+def latency(address: str, url: str, db: str, ch: Any, *, inline: bool = True) -> dict[str, Any]:
+    """Closed candle event -> feature row -> score, in one Application: scored inline in the
+    features step (``ohlcv up``), or (``inline=False``) by a scoring dataframe on the features
+    topic in the same Application (the hop a scorer scaled apart makes)."""
     import threading
-    from dataclasses import replace
 
     from confluent_kafka import Consumer, TopicPartition
 
@@ -67,14 +71,15 @@ def latency(address: str, url: str, db: str, ch: Any) -> dict[str, Any]:
     from bench.features_topology import config, paced_appends
     from ohlcv.infra.broker import EMBEDDED_CONSUMER_CONFIG
     from schemas.topics import FEATURES, SCORES
-    from topologies.runner import add_scoring, build_features_application
+    from topologies.runner import add_scoring
 
     ch.command("TRUNCATE TABLE feature_snapshots")  # the live stream starts with no stored rows
     candles = list(xrp_candles())
     topics = unique_topics(address, f"l{uuid.uuid4().hex[:6]}.")
     cfg = replace(config(address, topics, url, db), scores_topic=topics["scores"], model_poll_s=1.0)
-    app = build_features_application(cfg)
-    add_scoring(app, cfg)
+    app = build_features_application(cfg, score_inline=inline)
+    if not inline:
+        add_scoring(app, cfg)
     sent: dict[int, float] = {}
     got: dict[str, dict[int, float]] = {"features": {}, "scores": {}}
     errors: list[BaseException] = []
@@ -112,6 +117,74 @@ def latency(address: str, url: str, db: str, ch: Any) -> dict[str, Any]:
             "p99_ms": round(pct(ms, 0.99), 2), "max_ms": round(ms[-1], 2),
             "to_feature_row_p50_p99_ms": [round(pct(feat, q), 2) for q in (0.5, 0.99)],
             "feature_row_to_score_p50_p99_ms": [round(pct(step, q), 2) for q in (0.5, 0.99)]}  # fmt: skip
+
+
+def _first_record_to_last_write(app: Any) -> float:
+    """Run ``app`` until idle: seconds from its first record processed to its last write of
+    feature rows."""
+    from sinks.features import FeatureRows
+
+    first: list[float] = []
+    last: list[float] = []
+
+    def processed(*a: Any) -> None:
+        if not first:
+            first.append(time.perf_counter())
+
+    app._on_message_processed = processed
+    write = FeatureRows.write
+
+    def timed(self: FeatureRows, client: Any) -> None:
+        write(self, client)
+        last[:] = [time.perf_counter()]
+
+    FeatureRows.write = timed  # type: ignore[method-assign]
+    try:
+        app.run(timeout=5)
+    finally:
+        FeatureRows.write = write  # type: ignore[method-assign]
+    return last[0] - first[0]
+
+
+def inline_throughput(address: str, url: str, db: str, ch: Any, model: Any) -> dict[str, Any]:
+    """Batch replay through the features step with inline scoring (``ohlcv up``) against the
+    features step alone, over the same candle events in the same run: the process's rows/s
+    both ways, the marginal cost of scoring a row inline, and CatBoost's batch predict over the
+    same feature rows (the ceiling)."""
+    from bench.features_topology import BATCH, append_event, config, year_of_candles
+
+    candles = year_of_candles()[:INLINE_BARS]
+    out: dict[str, Any] = {"bars": len(candles)}
+    for inline in (False, True, False, True):
+        ch.command("TRUNCATE TABLE feature_snapshots")
+        ch.command("TRUNCATE TABLE model_inference_log")
+        topics = unique_topics(address, f"i{uuid.uuid4().hex[:6]}.")
+        p = Producer({"bootstrap.servers": address, "linger.ms": 20, "partitioner": "murmur2"})
+        for seq, i in enumerate(range(0, len(candles), BATCH), 1):
+            p.produce(topics["events"], key="XRPUSDT:1m", value=append_event(candles[i : i + BATCH], seq, 0))
+            p.poll(0)
+        p.flush(60)
+        cfg = replace(config(address, topics, url, db), scores_topic=topics["scores"])
+        app = build_features_application(cfg, score_inline=inline)
+        tune_gc()
+        secs = _first_record_to_last_write(app)
+        scores = ch.query("SELECT count() FROM model_inference_log FINAL").result_rows[0][0]
+        assert scores == (len(candles) if inline else 0), f"{scores} scores stored"
+        name = "inline_scoring" if inline else "features_alone"
+        out.setdefault(name, []).append(round(len(candles) / secs))
+    rows = [dict(r) for r in ch.query_df(
+        "SELECT * FROM feature_snapshots FINAL ORDER BY open_time").to_dict("records")]  # fmt: skip
+    x = np.array([[np.nan if r[n] is None else r[n] for n in FEATURE_NAMES] for r in rows], dtype=np.float64)
+    t0 = time.perf_counter()
+    model.model.predict_proba(x)
+    ceiling = len(rows) / (time.perf_counter() - t0)
+    best_alone, best_inline = max(out["features_alone"]), max(out["inline_scoring"])
+    marginal_us = 1e6 / best_inline - 1e6 / best_alone
+    out["catboost_batch_rows_per_s"] = round(ceiling)
+    out["scoring_marginal_us_per_row"] = round(marginal_us, 2)
+    out["scoring_marginal_rows_per_s"] = round(1e6 / marginal_us) if marginal_us > 0 else None
+    out["process_share_of_batch_ceiling"] = round(best_inline / ceiling, 4)
+    return out
 
 
 def report_times(ch: Any, model_id: str, d: str) -> dict[str, Any]:
@@ -169,6 +242,7 @@ def train_year(d: str) -> dict[str, Any]:
 
 
 N = 60_000
+INLINE_BARS = 4 * 61_274  # the XRP dump four times over, laid end to end
 
 
 def main(parts: tuple[str, ...] = ("throughput", "reports", "latency", "training_year")) -> None:
@@ -253,10 +327,13 @@ def main(parts: tuple[str, ...] = ("throughput", "reports", "latency", "training
                 "catboost_single_row_predict_us": round(catboost_row_s * 1e6, 1),
                 "share_of_batch_ceiling": round(N / (done[0] - first[0]) / (N / batch_s), 4),
             }  # fmt: skip
+        if "inline" in parts:
+            out["inline"] = inline_throughput(broker.address, url, db, ch, loaded)
         if "reports" in parts:
             out["reports"] = report_times(ch, m.model_id, d)
         if "latency" in parts:
-            out["latency"] = latency(broker.address, url, db, ch)
+            out["latency"] = latency(broker.address, url, db, ch)  # inline, as ``ohlcv up``
+            out["latency_through_the_features_topic"] = latency(broker.address, url, db, ch, inline=False)
         if "training_year" in parts:
             out["training_year"] = train_year(d)
     print(json.dumps(out, indent=1))

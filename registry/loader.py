@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from operator import itemgetter
 from typing import Any
@@ -54,6 +54,14 @@ class LoadedModel:
             return self.trees.probability(x)
         p = self.model.predict(x.reshape(1, -1), prediction_type="Probability", thread_count=1)
         return float(p[0][1])
+
+    def probabilities(self, rows: Sequence[Mapping[str, Any]]) -> list[float]:
+        """``probability`` of each of ``rows``, the page scored at once by CatBoost's own batch
+        predict (one ``Pool`` for the page: its fixed cost of ~70 µs, then well under a µs a
+        row; the numpy trees' ~10 µs a row win below ~10 rows)."""
+        x = np.array([self._values(r) for r in rows], dtype=np.float64)  # type: ignore[attr-defined]
+        p = self.model.predict(x, prediction_type="Probability", thread_count=1)
+        return [float(v) for v in p[:, 1]]
 
 
 def load_model(reg: Registry, model_id: str) -> LoadedModel:

@@ -9,6 +9,8 @@ derived again after a repair or a late fill is scored again with a version one h
 
 from __future__ import annotations
 
+from typing import Any
+
 from pydantic import BaseModel, ConfigDict, Field
 
 TABLE = "model_inference_log"
@@ -47,3 +49,14 @@ class ScoreRow(BaseModel):
     scored_at: int = Field(description="ms since epoch when the row was scored")
     bar_open: float = Field(description="the scored bar's open (the risk engine fills at it)")
     bar_close: float = Field(description="the scored bar's close (the risk engine marks at it)")
+
+
+class ScoredRows:
+    """A record's feature rows and their scores, as the features step with inline scoring hands
+    them to its sink (``topologies.scoring.score_inline``): one write of each table."""
+
+    __slots__ = ("rows", "scores")
+
+    def __init__(self, rows: list[dict[str, Any]], scores: list[dict[str, Any]]):
+        self.rows = rows
+        self.scores = scores

@@ -28,6 +28,7 @@ from __future__ import annotations
 import logging
 import time
 import uuid
+from collections.abc import Callable
 from typing import Any, Protocol
 
 import orjson
@@ -209,11 +210,14 @@ def build_features(
     features_topic: Topic,
     sink: BaseSink | None,
     news: NewsBook | None = None,
+    then: Callable[[StreamingDataFrame], StreamingDataFrame] | None = None,
 ) -> StreamingDataFrame:
     """Wire the feature steps onto ``sdf`` (the candle events topic). Returns the rows frame
     (one list of rows per event). A sink that takes flush hooks also writes the step's
     checkpoint-scoped state views at each checkpoint. ``news``: the stories the rows' news
-    columns read (``topologies.news_features``; None: an empty book, no news, stalled)."""
+    columns read (``topologies.news_features``; None: an empty book, no news, stalled).
+    ``then``: steps wired onto the rows frame after publishing and before the sink (inline
+    scoring, ``topologies.scoring.score_inline``), the sink then takes their values."""
     states: CheckpointStates | None = None
     tally = _Tally()
     if sink is not None and hasattr(sink, "add_flush_hook"):
@@ -223,6 +227,8 @@ def build_features(
     out = sdf.apply(make_feature_step(stream, history, states, tally), stateful=True)
     out = out.update(news_step(news or NewsBook()))
     out = out.update(FeaturePublisher(sdf.processing_context.producer, features_topic), metadata=True)
+    if then is not None:
+        out = then(out)
     if sink is not None:
         out.sink(sink)
     return out

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from quixstreams import Application
+from quixstreams.dataframe import StreamingDataFrame
 from quixstreams.models import Topic, TopicConfig
 
 from ohlcv.infra.broker import EMBEDDED_CONSUMER_CONFIG
@@ -39,7 +40,7 @@ from schemas.topics import (
 from sinks.clickhouse import ClickHouseCandleSink
 from sinks.features import ClickHouseFeatureSink
 from sinks.news import ClickHouseNewsSink
-from sinks.scores import ClickHouseScoreSink
+from sinks.scores import ClickHouseFeatureScoreSink, ClickHouseScoreSink
 from topologies.candle_logic import CandleStateMachine
 from topologies.candles import build_candles
 from topologies.feature_logic import FeatureStream
@@ -47,6 +48,7 @@ from topologies.features import build_features
 from topologies.news_features import NewsBook, NewsFeatureConfig, NewsTail
 from topologies.resample import Resampler
 from topologies.scoring import build_scoring
+from topologies.scoring import score_inline as score_inline_steps
 from topologies.seed import ClickHouseLookup, FeatureHistory
 
 logger = logging.getLogger(__name__)
@@ -169,35 +171,53 @@ def events_topic(app: Application, cfg: TopologyConfig) -> Topic:
     )  # fmt: skip
 
 
-def add_features(app: Application, cfg: TopologyConfig, events: Topic) -> None:
-    """The features dataframe on the candle events topic (``topologies.features``)."""
+def add_features(app: Application, cfg: TopologyConfig, events: Topic, *, score_inline: bool = False) -> None:
+    """The features dataframe on the candle events topic (``topologies.features``); with
+    ``score_inline``, the scoring of its rows too (``topologies.scoring.score_inline``: the
+    stages in one Application, ``ohlcv up``)."""
     features = app.topic(
         cfg.features_topic, key_serializer="str", value_serializer="bytes", config=_topic_config(FEATURES)
     )
     history = FeatureHistory(make_client(cfg.clickhouse_url, cfg.clickhouse_database))
-    sink = ClickHouseFeatureSink(cfg.clickhouse_url, cfg.clickhouse_database)
     book = NewsBook(cfg.news_feature)
     if cfg.news_features:
         book.seed(make_client(cfg.clickhouse_url, cfg.clickhouse_database))
         consumer: dict[str, Any] = dict(EMBEDDED_CONSUMER_CONFIG) if cfg.embedded_broker else {}
         NewsTail(book, cfg.broker_address, cfg.news_articles_topic, consumer).start()
+    then = None
+    if score_inline:
+        scores = scores_topic(app, cfg)
+        models = production_models(cfg)
+        sink: ClickHouseFeatureSink = ClickHouseFeatureScoreSink(cfg.clickhouse_url, cfg.clickhouse_database)
+
+        def then(rows: StreamingDataFrame) -> StreamingDataFrame:
+            return score_inline_steps(rows, models=models, threshold=cfg.inference_prob_threshold,
+                                      scores_topic=scores)  # fmt: skip
+    else:
+        sink = ClickHouseFeatureSink(cfg.clickhouse_url, cfg.clickhouse_database)
     build_features(app.dataframe(events), stream=FeatureStream(), history=history,
-                   features_topic=features, sink=sink, news=book)  # fmt: skip
+                   features_topic=features, sink=sink, news=book, then=then)  # fmt: skip
+
+
+def scores_topic(app: Application, cfg: TopologyConfig) -> Topic:
+    return app.topic(
+        cfg.scores_topic, key_serializer="str", value_serializer="bytes", config=_topic_config(SCORES)
+    )
+
+
+def production_models(cfg: TopologyConfig) -> ProductionModels:
+    registry = Registry(make_client(cfg.clickhouse_url, cfg.clickhouse_database))
+    return ProductionModels(registry, cfg.model_poll_s)
 
 
 def add_scoring(app: Application, cfg: TopologyConfig) -> None:
     """The scoring dataframe on the features topic (``topologies.scoring``)."""
     features = app.topic(cfg.features_topic, key_deserializer="str", value_deserializer="json",
                          config=_topic_config(FEATURES))  # fmt: skip
-    scores = app.topic(
-        cfg.scores_topic, key_serializer="str", value_serializer="bytes", config=_topic_config(SCORES)
-    )
-    models = ProductionModels(
-        Registry(make_client(cfg.clickhouse_url, cfg.clickhouse_database)), cfg.model_poll_s
-    )
     sink = ClickHouseScoreSink(cfg.clickhouse_url, cfg.clickhouse_database)
-    build_scoring(app.dataframe(features), models=models, threshold=cfg.inference_prob_threshold,
-                  scores_topic=scores, sink=sink)  # fmt: skip
+    build_scoring(app.dataframe(features), models=production_models(cfg),
+                  threshold=cfg.inference_prob_threshold, scores_topic=scores_topic(app, cfg),
+                  sink=sink)  # fmt: skip
 
 
 def add_risk(app: Application, cfg: TopologyConfig) -> None:
@@ -279,8 +299,9 @@ def build_application(cfg: TopologyConfig) -> Application:
         resampler=resampler, raw_topic=raw,
     )  # fmt: skip
     if cfg.features:
-        add_features(app, cfg, events)
-    if cfg.scoring:
+        # with the scoring stage in the same Application, the rows are scored inline
+        add_features(app, cfg, events, score_inline=cfg.scoring)
+    elif cfg.scoring:
         add_scoring(app, cfg)
     if cfg.risk:
         add_risk(app, cfg)
@@ -289,10 +310,11 @@ def build_application(cfg: TopologyConfig) -> Application:
     return app
 
 
-def build_features_application(cfg: TopologyConfig) -> Application:
-    """The features topology alone (``ohlcv run features``), in its own consumer group."""
+def build_features_application(cfg: TopologyConfig, *, score_inline: bool = False) -> Application:
+    """The features topology alone (``ohlcv run features``), in its own consumer group; with
+    ``score_inline``, scoring its rows too."""
     app = make_application(cfg)
-    add_features(app, cfg, events_topic(app, cfg))
+    add_features(app, cfg, events_topic(app, cfg), score_inline=score_inline)
     return app
 
 
