@@ -49,9 +49,9 @@ class LoadedModel:
 
     def probability(self, row: Mapping[str, Any]) -> float:
         """P(label 1) for one feature row (a null feature is NaN, which CatBoost handles)."""
+        if self.trees is not None:  # float32 at once: the trees compare in float32
+            return self.trees.probability(np.array(self._values(row), dtype=np.float32))  # type: ignore[attr-defined]
         x = self.vector(row)
-        if self.trees is not None:
-            return self.trees.probability(x)
         p = self.model.predict(x.reshape(1, -1), prediction_type="Probability", thread_count=1)
         return float(p[0][1])
 

@@ -70,7 +70,10 @@ class ObliviousTrees:
         self._nan_bit = nan_bit.ravel()
         self._any_nan_bit = bool(nan_bit.any())
         self._shape = (n, depth)
-        self._weights = (1 << np.arange(depth, dtype=np.int64)).astype(np.int64)
+        if depth > 8:
+            raise UnsupportedModelError(f"depth {depth}: a leaf index past 8 bits")
+        # uint8 bits times uint8 weights: numpy's matmul of a bool array casts it to int64 first
+        self._weights = (1 << np.arange(depth, dtype=np.uint8)).astype(np.uint8)
         self._offsets = offsets
         self._leaves = np.asarray(leaves, dtype=np.float64)
         self._scale = float(scale)
@@ -84,12 +87,13 @@ class ObliviousTrees:
             return cls(json.loads(path.read_text()))
 
     def raw(self, x: np.ndarray) -> float:
-        """The raw score (log-odds) of one row, float64 features in the model's order."""
-        v = x.astype(np.float32)[self._feat]
+        """The raw score (log-odds) of one row, its features in the model's order (float32, or
+        float64 rounded to float32 here, as CatBoost compares them)."""
+        v = x.astype(np.float32, copy=False)[self._feat]
         bits = v > self._border
         if self._any_nan_bit:
             bits |= np.isnan(v) & self._nan_bit
-        leaf = bits.reshape(self._shape) @ self._weights
+        leaf = bits.view(np.uint8).reshape(self._shape) @ self._weights
         return self._scale * float(self._leaves[self._offsets + leaf].sum()) + self._bias
 
     def probability(self, x: np.ndarray) -> float:

@@ -47,3 +47,13 @@ def test_a_model_with_categorical_features_is_refused() -> None:
     m = CatBoostClassifier(iterations=5, verbose=False, allow_writing_files=False, cat_features=[1]).fit(x, y)
     with pytest.raises(UnsupportedModelError, match="other than float"):
         ObliviousTrees.from_catboost(m)
+
+
+def test_a_model_deeper_than_8_is_refused(rows: tuple[np.ndarray, np.ndarray]) -> None:
+    """A leaf index of more than 8 bits is not read (the loader then scores through CatBoost)."""
+    x, y = rows
+    m = CatBoostClassifier(iterations=3, depth=9, random_seed=7, verbose=False, allow_writing_files=False,
+                           thread_count=2)  # fmt: skip
+    m.fit(x[:5_000], y[:5_000])
+    with pytest.raises(UnsupportedModelError, match="depth 9"):
+        ObliviousTrees.from_catboost(m)
