@@ -59,6 +59,8 @@ def build_risk(
             account.load(seed_account() if seed_account is not None else {})
         book: dict[str, Any] | None
         if state.get("seeded") != token:
+            # read now, not taken from the account's seed: a partition this process gets later
+            # (another risk process gone) holds books written after this process started
             book = seed(score["symbol"], score["interval"]) or new_book(initial_equity)
             state.set("seeded", token)
             state.set("book", book)

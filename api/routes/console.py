@@ -15,7 +15,6 @@ CONSOLE_DIR = Path(__file__).resolve().parent.parent / "console"
 
 # the vendored chart library is an .mjs module: a browser refuses a module served as text/plain
 mimetypes.add_type("text/javascript", ".mjs")
-mimetypes.add_type("text/javascript", ".js")
 
 router = APIRouter(include_in_schema=False)
 

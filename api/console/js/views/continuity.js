@@ -7,14 +7,41 @@ import { badge, empty, h, isoTime, mount, num, panel, pct, table } from "../ui.j
 
 const DAY = 86_400_000;
 
+// streams scanned at once (each: its windows and its gap segments, in parallel); the panels
+// are added in the streams' order
+const CONCURRENT_STREAMS = 4;
+
 async function scanStream(s, windows, now) {
-  const out = [];
-  for (const w of windows) {
+  return Promise.all(windows.map(async (w) => {
     const params = { symbol: s.symbol, interval: s.interval, limit: 200 };
     if (w !== "all") params.from = now - w * DAY;
-    out.push({ window: w === "all" ? "stored span" : `${w}d`, r: await api(`/api/ohlcv/continuity${qs(params)}`) });
-  }
-  return out;
+    return { window: w === "all" ? "stored span" : `${w}d`, r: await api(`/api/ohlcv/continuity${qs(params)}`) };
+  }));
+}
+
+async function streamRow(s, windows, now) {
+  const [scans, gaps] = await Promise.all([
+    scanStream(s, windows, now),
+    api(`/api/ohlcv/gaps/status${qs({ symbol: s.symbol, interval: s.interval })}`),
+  ]);
+  return { s, scans, gaps };
+}
+
+function streamPanel({ s, scans, gaps }) {
+  const all = scans[scans.length - 1].r;
+  return panel(`${s.symbol} ${s.interval}`,
+    h("div", { class: "kpis" },
+      h("div", { class: "kpi" }, h("b", {}, pct(all.completeness_ratio, 3)), h("span", {}, "stored span complete")),
+      h("div", { class: "kpi" }, h("b", {}, num(all.missing_bars, 0)), h("span", {}, "missing bars")),
+      h("div", { class: "kpi" }, h("b", {}, num(gaps.open_segments, 0)), h("span", {}, "segments not repaired"))),
+    h("p", { class: "muted" }, `stored ${isoTime(all.first_open_time)} → ${isoTime(all.last_open_time)}`),
+    gaps.segments.length
+      ? table([
+        ["from", (g) => isoTime(g.from_open_time)], ["to", (g) => isoTime(g.to_open_time)],
+        ["bars", (g) => num(g.missing_bars, 0)], ["state", (g) => badge(g.state)], ["attempts", (g) => g.attempts],
+        ["last error", (g) => g.last_error || "–"],
+      ], [...gaps.segments].reverse(), { "data-stream": `${s.symbol}:${s.interval}` })
+      : empty("no gap segments"));
 }
 
 async function start(root) {
@@ -44,24 +71,12 @@ async function start(root) {
       ], stored.scans, { id: "last-scans" }))
     : empty("no scheduled scan stored yet (the stack scans every CONTINUITY_SCAN_INTERVAL_S)"));
   const rows = [];
-  for (const s of meta.streams) {
-    const scans = await scanStream(s, windows, now);
-    const gaps = await api(`/api/ohlcv/gaps/status${qs({ symbol: s.symbol, interval: s.interval })}`);
-    rows.push({ s, scans, gaps });
-    const all = scans[scans.length - 1].r;
-    detail.append(panel(`${s.symbol} ${s.interval}`,
-      h("div", { class: "kpis" },
-        h("div", { class: "kpi" }, h("b", {}, pct(all.completeness_ratio, 3)), h("span", {}, "stored span complete")),
-        h("div", { class: "kpi" }, h("b", {}, num(all.missing_bars, 0)), h("span", {}, "missing bars")),
-        h("div", { class: "kpi" }, h("b", {}, num(gaps.open_segments, 0)), h("span", {}, "segments not repaired"))),
-      h("p", { class: "muted" }, `stored ${isoTime(all.first_open_time)} → ${isoTime(all.last_open_time)}`),
-      gaps.segments.length
-        ? table([
-          ["from", (g) => isoTime(g.from_open_time)], ["to", (g) => isoTime(g.to_open_time)],
-          ["bars", (g) => num(g.missing_bars, 0)], ["state", (g) => badge(g.state)], ["attempts", (g) => g.attempts],
-          ["last error", (g) => g.last_error || "–"],
-        ], [...gaps.segments].reverse(), { "data-stream": `${s.symbol}:${s.interval}` })
-        : empty("no gap segments")));
+  for (let i = 0; i < meta.streams.length; i += CONCURRENT_STREAMS) {
+    const batch = meta.streams.slice(i, i + CONCURRENT_STREAMS).map((s) => streamRow(s, windows, now));
+    for (const row of await Promise.all(batch)) {
+      rows.push(row);
+      detail.append(streamPanel(row));
+    }
   }
   mount(summary, table([
     ["stream", (x) => `${x.s.symbol} ${x.s.interval}`],
