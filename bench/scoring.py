@@ -120,31 +120,31 @@ def latency(address: str, url: str, db: str, ch: Any, *, inline: bool = True) ->
             "feature_row_to_score_p50_p99_ms": [round(pct(step, q), 2) for q in (0.5, 0.99)]}  # fmt: skip
 
 
-def _first_record_to_last_write(app: Any) -> float:
-    """Run ``app`` until idle: seconds from its first record processed to its last write of
-    feature rows."""
-    from sinks.features import FeatureRows
-
+def _timed_run(app: Any, writes: Any) -> tuple[float, float]:
+    """Run ``app`` until idle: seconds from its first record processed to its last one, and to
+    its last ``writes.write`` (the sink's write of a checkpoint: ``FeatureRows``, ``ScoreRows``)."""
     first: list[float] = []
     last: list[float] = []
+    done: list[float] = []
 
     def processed(*a: Any) -> None:
+        done[:] = [time.perf_counter()]
         if not first:
-            first.append(time.perf_counter())
+            first.append(done[0])
 
     app._on_message_processed = processed
-    write = FeatureRows.write
+    write = writes.write
 
-    def timed(self: FeatureRows, client: Any) -> None:
+    def timed(self: Any, client: Any) -> None:
         write(self, client)
         last[:] = [time.perf_counter()]
 
-    FeatureRows.write = timed  # type: ignore[method-assign]
+    writes.write = timed
     try:
         app.run(timeout=5)
     finally:
-        FeatureRows.write = write  # type: ignore[method-assign]
-    return last[0] - first[0]
+        writes.write = write
+    return done[0] - first[0], last[0] - first[0]
 
 
 def inline_throughput(address: str, url: str, db: str, ch: Any, model: Any) -> dict[str, Any]:
@@ -153,6 +153,7 @@ def inline_throughput(address: str, url: str, db: str, ch: Any, model: Any) -> d
     both ways, the marginal cost of scoring a row inline, and CatBoost's batch predict over the
     same feature rows (the ceiling)."""
     from bench.features_topology import BATCH, append_event, config, year_of_candles
+    from sinks.features import FeatureRows
 
     candles = year_of_candles()[:INLINE_BARS]
     out: dict[str, Any] = {"bars": len(candles)}
@@ -168,7 +169,7 @@ def inline_throughput(address: str, url: str, db: str, ch: Any, model: Any) -> d
         cfg = replace(config(address, topics, url, db), scores_topic=topics["scores"])
         app = build_features_application(cfg, score_inline=inline)
         tune_gc()
-        secs = _first_record_to_last_write(app)
+        _, secs = _timed_run(app, FeatureRows)
         scores = ch.query("SELECT count() FROM model_inference_log FINAL").result_rows[0][0]
         assert scores == (len(candles) if inline else 0), f"{scores} scores stored"
         name = "inline_scoring" if inline else "features_alone"
@@ -299,37 +300,17 @@ def main(parts: tuple[str, ...] = ("throughput", "reports", "latency", "training
             )  # fmt: skip
             app = build_scoring_application(cfg)
             tune_gc()
-            first: list[float] = []
-            last: list[float] = []
-            done: list[float] = []
-
-            def processed(*a: Any) -> None:
-                done[:] = [time.perf_counter()]
-                if not first:
-                    first.append(done[0])
-
-            app._on_message_processed = processed
-            write = ScoreRows.write
-
-            def timed(self: ScoreRows, client: Any) -> None:
-                write(self, client)
-                last[:] = [time.perf_counter()]
-
-            ScoreRows.write = timed  # type: ignore[method-assign]
-            try:
-                app.run(timeout=5)
-            finally:
-                ScoreRows.write = write  # type: ignore[method-assign]
+            processed_s, written_s = _timed_run(app, ScoreRows)
             stored = ch.query("SELECT count() FROM model_inference_log FINAL").result_rows[0][0]
             assert stored == len(live), f"{stored} of {len(live)} scores stored"
             out["scoring"] = {
-                "rows": len(live), "topology_rows_per_s": round(len(live) / (last[0] - first[0])),
-                "processed_rows_per_s": round(len(live) / (done[0] - first[0])),
+                "rows": len(live), "topology_rows_per_s": round(len(live) / written_s),
+                "processed_rows_per_s": round(len(live) / processed_s),
                 "catboost_batch_rows_per_s": round(len(live) / batch_s),
                 "per_row_predict_us": round(per_row_s * 1e6, 1),
                 "per_row_ceiling_rows_per_s": round(1 / per_row_s),
                 "catboost_single_row_predict_us": round(catboost_row_s * 1e6, 1),
-                "share_of_batch_ceiling": round(len(live) / (done[0] - first[0]) / (len(live) / batch_s), 4),
+                "share_of_batch_ceiling": round(len(live) / processed_s / (len(live) / batch_s), 4),
             }  # fmt: skip
         if "inline" in parts:
             out["inline"] = inline_throughput(broker.address, url, db, ch, loaded)

@@ -7,7 +7,6 @@ time under FINAL. One Arrow insert per checkpoint for every partition.
 
 from __future__ import annotations
 
-import operator
 from collections.abc import Iterable, Sequence
 from typing import Any
 
@@ -17,6 +16,7 @@ from clickhouse_connect.driver.client import Client
 from prometheus_client import Gauge
 
 from schemas.features import FEATURE_COLUMNS, TABLE, RowBlock
+from sinks.arrow import DICTIONARY, rows_table
 from sinks.clickhouse import ClickHouseSink
 from sinks.clickhouse_bulk import ARROW_TS, INSERT_SETTINGS
 
@@ -26,8 +26,6 @@ _TYPES: dict[str, Any] = {
     "feature_version": pa.uint32(), "feature_set_version": pa.uint16(), "event_seq": pa.uint64(),
     "carry": pa.list_(pa.float64()), "news_count": pa.uint32(), "news_stalled": pa.bool_(),
 }  # fmt: skip
-_DICTIONARY = ("symbol", "interval", "reason")
-_FIELDS = operator.itemgetter(*FEATURE_COLUMNS)
 
 LAST_SUCCESS = Gauge(
     "feature_scheduler_last_success_timestamp",
@@ -37,16 +35,8 @@ LAST_SUCCESS = Gauge(
 
 def feature_table(rows: Sequence[dict[str, Any]]) -> pa.Table:
     """Feature rows (``topologies.feature_logic`` dicts with ``event_seq`` and ``emitted_at``;
-    a rebuild's rows have ``event_seq`` 0)
-    as one Arrow table of ``FEATURE_COLUMNS``."""
-    arrays = []
-    # one C-level pass turns the dicts into columns (a comprehension per column cost ~3x)
-    for col, values in zip(FEATURE_COLUMNS, zip(*map(_FIELDS, rows), strict=True), strict=True):
-        if col in _DICTIONARY:
-            arrays.append(pa.array(values, pa.string()).dictionary_encode())
-        else:
-            arrays.append(pa.array(values, _TYPES.get(col, pa.float64())))
-    return pa.Table.from_arrays(arrays, names=list(FEATURE_COLUMNS))
+    a rebuild's rows have ``event_seq`` 0) as one Arrow table of ``FEATURE_COLUMNS``."""
+    return rows_table(rows, FEATURE_COLUMNS, _TYPES)
 
 
 def block_table(block: RowBlock) -> pa.Table:
@@ -57,7 +47,7 @@ def block_table(block: RowBlock) -> pa.Table:
     arrays = []
     for col in FEATURE_COLUMNS:
         values = cols[col]
-        if col in _DICTIONARY:
+        if col in DICTIONARY:
             if len(values) == 1:
                 arrays.append(pa.DictionaryArray.from_arrays(pa.array(np.zeros(n, np.int32)),
                                                              pa.array(values, pa.string())))  # fmt: skip

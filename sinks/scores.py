@@ -8,7 +8,6 @@ their scores, both written before Quix commits the candle event's offset."""
 
 from __future__ import annotations
 
-import operator
 from collections.abc import Iterable, Sequence
 from typing import Any
 
@@ -16,6 +15,7 @@ import pyarrow as pa  # type: ignore[import-untyped]
 from clickhouse_connect.driver.client import Client
 
 from schemas.scores import SCORE_COLUMNS, TABLE, ScoredRows
+from sinks.arrow import rows_table
 from sinks.clickhouse import ClickHouseSink
 from sinks.clickhouse_bulk import ARROW_TS, INSERT_SETTINGS
 from sinks.features import ClickHouseFeatureSink, FeatureRows
@@ -27,20 +27,12 @@ _TYPES: dict[str, Any] = {
     "window_complete": pa.bool_(), "window_has_repair": pa.bool_(), "bars_missing_in_window": pa.uint16(),
     "event_seq": pa.uint64(),
 }  # fmt: skip
-_DICTIONARY = ("symbol", "interval", "reason")
-_FIELDS = operator.itemgetter(*SCORE_COLUMNS)
 
 
 def score_table(rows: Sequence[dict[str, Any]]) -> pa.Table:
     """Score rows as one Arrow table of ``SCORE_COLUMNS`` (the row-wise insert's Python
     encoding cost ~10 µs a score; this ~1)."""
-    arrays = []
-    for col, values in zip(SCORE_COLUMNS, zip(*map(_FIELDS, rows), strict=True), strict=True):
-        if col in _DICTIONARY:
-            arrays.append(pa.array(values, pa.string()).dictionary_encode())
-        else:
-            arrays.append(pa.array(values, _TYPES.get(col, pa.float64())))
-    return pa.Table.from_arrays(arrays, names=list(SCORE_COLUMNS))
+    return rows_table(rows, SCORE_COLUMNS, _TYPES)
 
 
 def write_scores(client: Client, rows: Sequence[dict[str, Any]]) -> None:
