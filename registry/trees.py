@@ -44,6 +44,8 @@ class ObliviousTrees:
         if not trees:
             raise UnsupportedModelError("no oblivious trees")
         depth = max(len(t["splits"]) for t in trees)
+        if depth > 8:
+            raise UnsupportedModelError(f"depth {depth}: a leaf index past 8 bits")
         n = len(trees)
         feat = np.zeros((n, depth), dtype=np.int64)
         border = np.full((n, depth), np.inf, dtype=np.float32)  # padding: never true
@@ -70,8 +72,6 @@ class ObliviousTrees:
         self._nan_bit = nan_bit.ravel()
         self._any_nan_bit = bool(nan_bit.any())
         self._shape = (n, depth)
-        if depth > 8:
-            raise UnsupportedModelError(f"depth {depth}: a leaf index past 8 bits")
         # uint8 bits times uint8 weights: numpy's matmul of a bool array casts it to int64 first
         self._weights = (1 << np.arange(depth, dtype=np.uint8)).astype(np.uint8)
         self._offsets = offsets

@@ -57,20 +57,23 @@ class ClickHouseScoreSink(ClickHouseSink):
         return ScoreRows(out)
 
 
-class FeatureScoreRows:
-    def __init__(self, features: FeatureRows, scores: ScoreRows):
-        self.features, self.scores = features, scores
-        self.count = features.count + scores.count
+class FeatureScoreRows(FeatureRows):
+    """A checkpoint's feature rows, then their scores."""
+
+    def __init__(self, features: FeatureRows, scores: list[dict[str, Any]]):
+        super().__init__(features.rows, features.blocks)
+        self.scores = ScoreRows(scores)
+        self.count += self.scores.count
 
     def write(self, client: Client) -> None:
-        self.features.write(client)
+        super().write(client)
         self.scores.write(client)
 
 
 class ClickHouseFeatureScoreSink(ClickHouseFeatureSink):
     """The feature rows and the scores of each record (``ScoredRows``)."""
 
-    def rows(self, values: Iterable[Any], now_ms: int) -> FeatureScoreRows:  # type: ignore[override]
+    def rows(self, values: Iterable[Any], now_ms: int) -> FeatureScoreRows:
         rows: list[Any] = []
         scores: list[dict[str, Any]] = []
         for v in values:
@@ -78,7 +81,4 @@ class ClickHouseFeatureScoreSink(ClickHouseFeatureSink):
                 raise TypeError(f"the feature score sink takes ScoredRows, not {type(v).__name__}")
             rows.append(v.rows)
             scores.extend(v.scores)
-        return FeatureScoreRows(super().rows(rows, now_ms), ScoreRows(scores))
-
-    def written(self, rows: Any) -> None:
-        super().written(rows.features)
+        return FeatureScoreRows(super().rows(rows, now_ms), scores)

@@ -12,11 +12,11 @@ import gc
 import logging
 import time
 from dataclasses import dataclass, field, replace
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 from quixstreams import Application
-from quixstreams.dataframe import StreamingDataFrame
 from quixstreams.models import Topic, TopicConfig
 
 from ohlcv.infra.broker import EMBEDDED_CONSUMER_CONFIG
@@ -48,7 +48,7 @@ from topologies.features import build_features
 from topologies.news_features import NewsBook, NewsFeatureConfig, NewsTail
 from topologies.resample import Resampler
 from topologies.scoring import build_scoring
-from topologies.scoring import score_inline as score_inline_steps
+from topologies.scoring import score_inline as inline_scoring  # the name of add_features' flag
 from topologies.seed import ClickHouseLookup, FeatureHistory
 
 logger = logging.getLogger(__name__)
@@ -184,17 +184,13 @@ def add_features(app: Application, cfg: TopologyConfig, events: Topic, *, score_
         book.seed(make_client(cfg.clickhouse_url, cfg.clickhouse_database))
         consumer: dict[str, Any] = dict(EMBEDDED_CONSUMER_CONFIG) if cfg.embedded_broker else {}
         NewsTail(book, cfg.broker_address, cfg.news_articles_topic, consumer).start()
+    sink = (ClickHouseFeatureScoreSink if score_inline else ClickHouseFeatureSink)(
+        cfg.clickhouse_url, cfg.clickhouse_database
+    )
     then = None
     if score_inline:
-        scores = scores_topic(app, cfg)
-        models = production_models(cfg)
-        sink: ClickHouseFeatureSink = ClickHouseFeatureScoreSink(cfg.clickhouse_url, cfg.clickhouse_database)
-
-        def then(rows: StreamingDataFrame) -> StreamingDataFrame:
-            return score_inline_steps(rows, models=models, threshold=cfg.inference_prob_threshold,
-                                      scores_topic=scores)  # fmt: skip
-    else:
-        sink = ClickHouseFeatureSink(cfg.clickhouse_url, cfg.clickhouse_database)
+        then = partial(inline_scoring, models=production_models(cfg), threshold=cfg.inference_prob_threshold,
+                       scores_topic=scores_topic(app, cfg))  # fmt: skip
     build_features(app.dataframe(events), stream=FeatureStream(), history=history,
                    features_topic=features, sink=sink, news=book, then=then)  # fmt: skip
 

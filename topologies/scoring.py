@@ -57,10 +57,6 @@ def score_row(
     }  # fmt: skip
 
 
-#: a record with at least this many rows is scored as one matrix (``LoadedModel.probabilities``)
-PAGE_ROWS = 16
-
-
 def make_rows_scoring_step(models: ProductionModels, threshold: float) -> Any:
     """Scores of a record's feature rows (of one stream, as a feature record or a features
     step's output holds them): each row with the production model of its stream; none: the
@@ -80,11 +76,8 @@ def make_rows_scoring_step(models: ProductionModels, threshold: float) -> Any:
             # the model learned other feature definitions: its score would be meaningless
             UNSCORED.labels("feature_set_mismatch").inc(len(rows) - len(ok))
         now = int(time.time() * 1000)
-        if len(ok) >= PAGE_ROWS:
-            ps = model.probabilities(ok)
-            out = [score_row(r, model, threshold, now, p) for r, p in zip(ok, ps, strict=True)]
-        else:
-            out = [score_row(r, model, threshold, now) for r in ok]
+        ps = model.probabilities(ok)
+        out = [score_row(r, model, threshold, now, p) for r, p in zip(ok, ps, strict=True)]
         for r in ok:
             k = (r["interval"], r["window_complete"])
             if (c := scored.get(k)) is None:
@@ -115,19 +108,15 @@ class ScorePublisher:
             self.producer.produce(self.topic, map(orjson.dumps, rows), key, timestamp)
 
 
-class InlineScorePublisher(ScorePublisher):
-    def __call__(self, value: ScoredRows, key: Any, timestamp: int, headers: Any) -> None:  # type: ignore[override]
-        super().__call__(value.scores, key, timestamp, headers)
-
-
 def score_inline(
     rows: StreamingDataFrame, *, models: ProductionModels, threshold: float, scores_topic: Topic
 ) -> StreamingDataFrame:
     """Wire inline scoring onto ``rows`` (the features dataframe after publishing: one list of
     feature rows per candle event); its values become ``ScoredRows``, for a sink of both."""
     step = make_rows_scoring_step(models, threshold)
+    publish = ScorePublisher(rows.processing_context.producer, scores_topic)
     out = rows.apply(lambda rs: ScoredRows(rs, step(rs)))
-    return out.update(InlineScorePublisher(rows.processing_context.producer, scores_topic), metadata=True)
+    return out.update(lambda v, key, ts, headers: publish(v.scores, key, ts, headers), metadata=True)
 
 
 def build_scoring(
