@@ -676,25 +676,23 @@ class ContinuityScheduler(threading.Thread):
         """One cycle: every stream x window; returns the reports (longest window last per stream)
         and stores each in ``continuity_scans`` (the newest per stream and window)."""
         now = self.clock_ms()
-        reports: list[ContinuityReport] = []
-        labelled: list[tuple[str, ContinuityReport]] = []
+        labelled: list[tuple[str, ContinuityReport]] = []  # (window label, report)
         for symbol, interval in self.streams:
             for window in self.windows_days:
                 days = None if window == "all" else window
                 report = scan(self.client, symbol, interval, days=days, now_ms=now)
                 label = "all" if days is None else f"{days}d"
                 update_gauges(report, label)
-                reports.append(report)
                 labelled.append((label, report))
-            if self.queue and reports:
-                queued = queue_missing(self.client, reports[-1], now_ms=now)
+            if self.queue and labelled:
+                queued = queue_missing(self.client, labelled[-1][1], now_ms=now)
                 if self.on_queued is not None and queued.segments():
                     self.on_queued(symbol, interval, queued)
             OPEN_SEGMENTS.labels(symbol, interval).set(count_waiting_segments(self.client, symbol, interval))
         self.cycles += 1
-        self.last_reports = reports
+        self.last_reports = [r for _, r in labelled]
         store_scans(self.client, labelled, now)
-        return reports
+        return self.last_reports
 
     def run(self) -> None:
         while not self.stop_event.is_set():
