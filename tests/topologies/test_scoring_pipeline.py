@@ -170,9 +170,11 @@ def test_without_a_production_model_rows_are_passed_over_and_counted(
     assert after - before == len(rows)
 
 
-def _event(seq: int, typ: str, cs: list[Any], **extra: Any) -> bytes:
+def _event(seq: int, typ: str, cs: list[Any]) -> bytes:
+    """A candle event as the candle topology publishes it: an ``append`` of ``cs``, or a
+    ``repair`` (revision 1) of ``cs[0]``."""
     body: dict[str, Any] = {"type": typ, "symbol": "XRPUSDT", "interval": "1m", "seq": seq,
-                            "emitted_at": 1_700_000_000_000, **extra}  # fmt: skip
+                            "emitted_at": 1_700_000_000_000}  # fmt: skip
     if typ == "append":
         body |= {"count": len(cs), "candles": [candle_out(c) for c in cs], "late": False}
     else:
