@@ -13,7 +13,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from operator import itemgetter
 from typing import Any
 
@@ -40,6 +40,8 @@ class LoadedModel:
     feature_set_version: int
     model: Any  #: a CatBoostClassifier
     trees: ObliviousTrees | None = None  #: its trees in numpy (None: score through CatBoost)
+    #: a feature row -> its feature values in the model's order (set from ``feature_names``)
+    _values: Callable[[Mapping[str, Any]], tuple[Any, ...]] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         get = itemgetter(*self.feature_names)
@@ -48,12 +50,12 @@ class LoadedModel:
 
     def vector(self, row: Mapping[str, Any]) -> np.ndarray:
         """The row's features in the model's order, float64, a null as NaN."""
-        return np.array(self._values(row), dtype=np.float64)  # type: ignore[attr-defined]
+        return np.array(self._values(row), dtype=np.float64)
 
     def probability(self, row: Mapping[str, Any]) -> float:
         """P(label 1) for one feature row (a null feature is NaN, which CatBoost handles)."""
         if self.trees is not None:  # float32 at once: the trees compare in float32
-            return self.trees.probability(np.array(self._values(row), dtype=np.float32))  # type: ignore[attr-defined]
+            return self.trees.probability(np.array(self._values(row), dtype=np.float32))
         x = self.vector(row)
         p = self.model.predict(x.reshape(1, -1), prediction_type="Probability", thread_count=1)
         return float(p[0][1])
@@ -64,7 +66,7 @@ class LoadedModel:
         well under a µs a row), fewer one by one (the numpy trees' ~10 µs a row win there)."""
         if len(rows) < PAGE_ROWS:
             return [self.probability(r) for r in rows]
-        x = np.array([self._values(r) for r in rows], dtype=np.float64)  # type: ignore[attr-defined]
+        x = np.array([self._values(r) for r in rows], dtype=np.float64)
         p = self.model.predict(x, prediction_type="Probability", thread_count=1)
         return [float(v) for v in p[:, 1]]
 
